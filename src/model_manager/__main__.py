@@ -1,0 +1,3 @@
+from model_manager.cli.main import main
+
+main()

@@ -1,0 +1,17 @@
+"""The HTTP adapter: v2 inference, management, error mapping. Only this package knows HTTP."""
+
+from __future__ import annotations
+
+from model_manager.api.errors import STATUS, install_error_handlers, status_of
+from model_manager.api.limits import BodySizeLimit
+from model_manager.api.management import management_routes
+from model_manager.api.v2 import v2_routes
+
+__all__ = [
+    "STATUS",
+    "BodySizeLimit",
+    "install_error_handlers",
+    "management_routes",
+    "status_of",
+    "v2_routes",
+]

@@ -1,0 +1,262 @@
+"""The Open Inference Protocol's REST body, JSON and binary tensor data, to and from domain types.
+
+Binary tensor data extension: the request's JSON part is the first ``Inference-Header-Content-Length``
+bytes; tensors whose parameters carry ``binary_data_size`` follow it, in order. Fixed-size types
+are raw little-endian row-major bytes; each BYTES element is a 4-byte little-endian length, then
+its bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from model_manager.errors import InvalidInput
+from model_manager.runtimes.signature import DATATYPES
+from model_manager.serving.inference import (
+    InferenceRequest,
+    InferenceResponse,
+    InferInput,
+    InferOutput,
+    RequestedOutput,
+)
+from model_manager.types import Array
+
+HEADER_LENGTH = "inference-header-content-length"
+_JSON_KINDS = {"BOOL": "b", "UINT": "ui", "INT": "ui", "FP": "uif"}
+
+
+def decode_request(body: bytes, header_length: str | None) -> InferenceRequest:
+    """Parse an infer request body; raises InvalidInput saying what is wrong."""
+    json_part, binary = _split(body, header_length)
+    try:
+        doc = json.loads(json_part)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidInput("the request body must be a JSON object with an 'inputs' list")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("the request needs a non-empty 'inputs' list")
+    reader = _BinaryReader(binary)
+    inputs = tuple(_decode_input(item, reader) for item in raw_inputs)
+    reader.check_consumed()
+    return InferenceRequest(inputs, _decode_outputs(doc.get("outputs")), _decode_id(doc.get("id")),
+                            _object(doc.get("parameters"), "parameters"))
+
+
+def encode_response(response: InferenceResponse,
+                    request: InferenceRequest) -> tuple[bytes, dict[str, str]]:
+    """The response body and its headers; binary where the request asked for it."""
+    default = bool(request.parameters.get("binary_data_output", False))
+    wanted = {o.name: o.binary for o in request.outputs}
+    doc: dict[str, Any] = {"model_name": response.model_name,
+                           "model_version": str(response.model_version), "outputs": []}
+    if response.id is not None:
+        doc["id"] = response.id
+    if response.parameters:
+        doc["parameters"] = response.parameters
+    chunks: list[bytes] = []
+    for output in response.outputs:
+        binary = wanted.get(output.name)
+        doc["outputs"].append(_encode_output(output, default if binary is None else binary, chunks))
+    header = json.dumps(doc, separators=(",", ":")).encode()
+    if not chunks:
+        return header, {"content-type": "application/json"}
+    headers = {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+    return b"".join([header, *chunks]), headers
+
+
+def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    if not header_length.strip().isdigit():
+        raise InvalidInput(f"Inference-Header-Content-Length must be a byte count, "
+                           f"got {header_length[:40]!r}")
+    n = int(header_length)
+    if n > len(body):
+        raise InvalidInput(f"Inference-Header-Content-Length is {n}, past the body's "
+                           f"{len(body)} bytes")
+    return body[:n], body[n:]
+
+
+def _decode_input(item: Any, reader: _BinaryReader) -> InferInput:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise InvalidInput("each input needs a 'name', a 'datatype', a 'shape' and 'data'")
+    name = item["name"]
+    datatype = item.get("datatype")
+    if datatype not in DATATYPES:
+        raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}, "
+                           f"expected one of {', '.join(DATATYPES)}")
+    shape = _shape(name, item.get("shape"))
+    parameters = _object(item.get("parameters"), f"input {name!r} parameters")
+    if "binary_data_size" in parameters:
+        data = reader.read(name, datatype, shape, parameters["binary_data_size"])
+    elif "data" in item:
+        data = _from_json(name, datatype, shape, item["data"])
+    else:
+        raise InvalidInput(f"input {name!r} has neither 'data' nor binary_data_size")
+    return InferInput(name, datatype, data)
+
+
+def _shape(name: str, shape: Any) -> tuple[int, ...]:
+    valid = isinstance(shape, list) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    if not valid:
+        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, "
+                           f"got {json.dumps(shape)[:80]}")
+    return tuple(shape)
+
+
+def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> Array:
+    count = math.prod(shape)
+    try:
+        if datatype == "BYTES":
+            array = np.empty(count, dtype=object)
+            array[:] = [_to_bytes(name, v) for v in _flatten(data)]
+            return array.reshape(shape)
+        raw = np.asarray(data)
+        allowed = next(kinds for prefix, kinds in _JSON_KINDS.items() if datatype.startswith(prefix))
+        if raw.size and raw.dtype.kind not in allowed:
+            raise InvalidInput(f"input {name!r}: data holds {raw.dtype.kind!r}-kind values, "
+                               f"not {datatype}")
+        # Converting from the list (not from ``raw``) makes out-of-range integers an error.
+        array = np.asarray(data, dtype=DATATYPES[datatype]) if raw.size else raw.astype(
+            DATATYPES[datatype])
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInput(f"input {name!r}: data is not a list of {datatype} values "
+                           f"({exc})") from exc
+    if array.size != count:
+        raise InvalidInput(f"input {name!r}: shape {list(shape)} holds {count} elements, "
+                           f"data has {array.size}")
+    return array.reshape(shape)
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    flat: list[Any] = []
+    for item in data:
+        flat.extend(_flatten(item))
+    return flat
+
+
+def _to_bytes(name: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidInput(f"input {name!r}: BYTES data must be strings, got {type(value).__name__}")
+    return value.encode("utf-8")
+
+
+class _BinaryReader:
+    """Takes each binary input's bytes from the data after the JSON header, in order."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._offset = 0
+
+    def read(self, name: str, datatype: str, shape: tuple[int, ...], size: Any) -> Array:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidInput(f"input {name!r}: binary_data_size must be a byte count")
+        end = self._offset + size
+        if end > len(self._data):
+            raise InvalidInput(f"input {name!r}: binary_data_size {size} runs past the body "
+                               f"({len(self._data) - self._offset} bytes left)")
+        chunk = self._data[self._offset:end]
+        self._offset = end
+        count = math.prod(shape)
+        if datatype == "BYTES":
+            return _bytes_elements(name, chunk, count).reshape(shape)
+        expected = count * DATATYPES[datatype].itemsize
+        if size != expected:
+            raise InvalidInput(f"input {name!r}: shape {list(shape)} of {datatype} needs "
+                               f"{expected} bytes, binary_data_size is {size}")
+        return np.frombuffer(chunk, dtype=DATATYPES[datatype].newbyteorder("<")).reshape(shape)
+
+    def check_consumed(self) -> None:
+        if self._offset != len(self._data):
+            raise InvalidInput(f"{len(self._data) - self._offset} bytes after the JSON header "
+                               "belong to no input")
+
+
+def _bytes_elements(name: str, chunk: memoryview, count: int) -> Array:
+    elements = np.empty(count, dtype=object)
+    offset = 0
+    for i in range(count):
+        if offset + 4 > len(chunk):
+            raise InvalidInput(f"input {name!r}: BYTES data ends before element {i}")
+        (length,) = struct.unpack_from("<I", chunk, offset)
+        offset += 4
+        if offset + length > len(chunk):
+            raise InvalidInput(f"input {name!r}: BYTES element {i} runs past its data")
+        elements[i] = bytes(chunk[offset:offset + length])
+        offset += length
+    if offset != len(chunk):
+        raise InvalidInput(f"input {name!r}: BYTES data holds more than {count} elements")
+    return elements
+
+
+def _decode_outputs(raw: Any) -> tuple[RequestedOutput, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(o, dict) for o in raw):
+        raise InvalidInput("'outputs' must be a list of objects with a 'name'")
+    outputs = []
+    for item in raw:
+        if not isinstance(item.get("name"), str):
+            raise InvalidInput("each requested output needs a 'name'")
+        parameters = _object(item.get("parameters"), f"output {item['name']!r} parameters")
+        if parameters.get("classification"):
+            raise InvalidInput("the classification extension is not supported; "
+                               "request the probabilities output instead")
+        binary = parameters.get("binary_data")
+        outputs.append(RequestedOutput(item["name"], None if binary is None else bool(binary)))
+    return tuple(outputs)
+
+
+def _decode_id(raw: Any) -> str | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    raise InvalidInput("'id' must be a string")
+
+
+def _object(raw: Any, what: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return dict(raw)
+
+
+def _encode_output(output: InferOutput, binary: bool, chunks: list[bytes]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": output.name, "datatype": output.datatype,
+                           "shape": list(output.data.shape)}
+    if binary:
+        data = _to_binary(output)
+        chunks.append(data)
+        doc["parameters"] = {"binary_data_size": len(data)}
+    elif output.datatype == "BYTES":
+        doc["data"] = [_to_text(v) for v in output.data.ravel()]
+    else:
+        doc["data"] = output.data.ravel().tolist()
+    return doc
+
+
+def _to_binary(output: InferOutput) -> bytes:
+    if output.datatype != "BYTES":
+        return np.ascontiguousarray(output.data, dtype=output.data.dtype.newbyteorder("<")).tobytes()
+    parts = []
+    for value in output.data.ravel():
+        raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        parts.append(struct.pack("<I", len(raw)) + raw)
+    return b"".join(parts)
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)

@@ -1,0 +1,113 @@
+"""Open Inference Protocol v2 REST: health, metadata, infer, and the repository extension."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from model_manager import __version__
+from model_manager.api.codec import HEADER_LENGTH, decode_request, encode_response
+from model_manager.errors import InvalidInput
+from model_manager.registry import Registry, VersionRecord
+from model_manager.runtimes import FORMATS
+from model_manager.serving import ModelCache, PredictionRouter
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache) -> APIRouter:
+    api = APIRouter(prefix="/v2")
+
+    @api.get("/health/live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @api.get("/health/ready")
+    async def ready() -> Response:
+        try:
+            await anyio.to_thread.run_sync(registry.ping)
+        except Exception as exc:  # any database failure means not ready
+            return JSONResponse({"ready": False, "error": f"registry unreachable: {exc}"}, 503)
+        return JSONResponse({"ready": True})
+
+    @api.get("")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "ml-model-manager", "version": __version__, "extensions": EXTENSIONS}
+
+    @api.get("/models/{name}")
+    @api.get("/models/{name}/versions/{version}")
+    async def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
+        resolved = await router.resolve(name, version)
+        model = await anyio.to_thread.run_sync(registry.get_model, name)
+        served = [str(v.number) for v in model.versions if not v.archived]
+        return _metadata(resolved, served)
+
+    @api.get("/models/{name}/ready")
+    @api.get("/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str | None = None) -> dict[str, Any]:
+        # Servable is ready: a version that is not loaded yet loads on its first request.
+        resolved = await router.resolve(name, version)
+        return {"name": name, "version": str(resolved.number), "ready": True}
+
+    @api.post("/models/{name}/infer")
+    @api.post("/models/{name}/versions/{version}/infer")
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        infer_request = decode_request(await request.body(), request.headers.get(HEADER_LENGTH))
+        result = await router.predict(name, version, infer_request)
+        body, headers = encode_response(result, infer_request)
+        return Response(body, headers=headers)
+
+    @api.post("/repository/index")
+    async def repository_index(request: Request) -> list[dict[str, Any]]:
+        only_ready = bool(_json_object(await request.body()).get("ready", False))
+        models = await anyio.to_thread.run_sync(registry.list_models)
+        index = []
+        for model in models:
+            for v in model.versions:
+                if v.archived:
+                    continue
+                is_loaded = cache.is_loaded(model.name, v.number)
+                if only_ready and not is_loaded:
+                    continue
+                index.append({"name": model.name, "version": str(v.number),
+                              "state": "READY" if is_loaded else "UNAVAILABLE",
+                              "reason": "" if is_loaded else "unloaded"})
+        return index
+
+    @api.post("/repository/models/{name}/load")
+    async def repository_load(name: str) -> dict[str, Any]:
+        version = await router.resolve(name, None)
+        await cache.load(version)
+        return {"name": name, "version": str(version.number), "state": "READY"}
+
+    @api.post("/repository/models/{name}/unload")
+    async def repository_unload(name: str) -> dict[str, Any]:
+        await anyio.to_thread.run_sync(registry.get_model, name)  # 404 for an unknown model
+        unloaded = await cache.unload(name)
+        return {"name": name, "unloaded": [str(number) for _, number in unloaded]}
+
+    return api
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    return value
+
+
+def _metadata(version: VersionRecord, served: list[str]) -> dict[str, Any]:
+    fmt = FORMATS.get(version.format)
+    platform = fmt.platform if fmt is not None else version.format
+    signature = version.signature.to_json()
+    return {"name": version.model, "versions": served, "platform": platform,
+            "inputs": signature["inputs"], "outputs": signature["outputs"]}

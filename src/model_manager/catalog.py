@@ -1,0 +1,88 @@
+"""``Catalog``: the management service behind the REST API and the CLI.
+
+It adds versions (stage the upload, check it loads, store the blob, register it), removes them,
+moves aliases, and loads a registered version's runtime for the cache. Methods block: call them
+from a worker thread.
+
+Blob lifecycle: a blob is stored before the version that points at it is registered, and deleted
+only after the last version pointing at it is gone, under one lock, so the registry never points
+at a missing blob. A crash in between leaves at worst an unreferenced blob, never a dangling row.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from model_manager.errors import InvalidInput
+from model_manager.registry import Registry, VersionRecord, check_model_name
+from model_manager.runtimes import LoadOptions, Runtime, Signature, detect_format, get_format
+from model_manager.store import ArtifactStore, stage_stream
+
+
+class Catalog:
+    def __init__(self, registry: Registry, store: ArtifactStore, options: LoadOptions,
+                 max_upload_size: int) -> None:
+        self.registry = registry
+        self.store = store
+        self.options = options
+        self.max_upload_size = max_upload_size
+        self._blobs = threading.Lock()
+
+    def add_version(self, name: str, chunks: Iterable[bytes], *, filename: str = "",
+                    format: str | None = None, metadata: dict[str, Any] | None = None,
+                    actor: str | None = None) -> VersionRecord:
+        """Register the uploaded bytes as the model's next version, if they load."""
+        check_model_name(name)
+        metadata = dict(metadata or {})
+        override = Signature.from_json(metadata["signature"]) if "signature" in metadata else None
+        staged = stage_stream(chunks, self.store.staging_dir, self.max_upload_size)
+        try:
+            fmt = detect_format(staged.path, filename, format)
+            runtime = fmt.load(staged.path, self.options, override)
+            signature = runtime.signature
+            runtime.unload()
+            with self._blobs:
+                self.store.put(staged)
+                return self._register(name, staged.sha256, staged.size, fmt.name, signature,
+                                      metadata, actor)
+        finally:
+            staged.discard()
+
+    def delete_version(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
+        with self._blobs:
+            version = self.registry.delete_version(name, ref, actor)
+            if not self.registry.is_blob_referenced(version.sha256):
+                self.store.delete(version.sha256)
+        return version
+
+    def load_runtime(self, version: VersionRecord) -> Runtime:
+        """Load a registered version for serving, with its registered signature."""
+        path = self.store.fetch(version.sha256)
+        return get_format(version.format).load(path, self.options, version.signature)
+
+    def _register(self, name: str, sha256: str, size: int, fmt: str, signature: Signature,
+                  metadata: dict[str, Any], actor: str | None) -> VersionRecord:
+        try:
+            return self.registry.create_version(name, sha256=sha256, size=size, format=fmt,
+                                                signature=signature, metadata=metadata,
+                                                actor=actor)
+        except BaseException:
+            if not self.registry.is_blob_referenced(sha256):
+                self.store.delete(sha256)
+            raise
+
+
+def parse_metadata(text: str | None) -> dict[str, Any]:
+    """An upload's ``metadata`` field: a JSON object, or nothing."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"metadata is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidInput("metadata must be a JSON object")
+    return value

@@ -1,0 +1,209 @@
+"""The ``model-manager`` command. Every verb but ``serve`` talks to a running server over HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from model_manager.cli.client import DEFAULT_URL, ApiError, ServerClient
+from model_manager.cli.tables import format_table
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar="MODEL_MANAGER_URL", default=DEFAULT_URL, show_default=True,
+              help="The server to talk to.")
+@click.version_option(package_name="ml-model-manager")
+@click.pass_context
+def cli(ctx: click.Context, url: str) -> None:
+    """Serve many ML models over the Open Inference Protocol, and govern them."""
+    ctx.obj = url
+
+
+def main() -> None:
+    cli(prog_name="model-manager")
+
+
+def _client(ctx: click.Context) -> ServerClient:
+    return ServerClient(ctx.obj)
+
+
+def _call(ctx: click.Context, method: str, *args: Any, **kwargs: Any) -> Any:
+    client = _client(ctx)
+    try:
+        return getattr(client, method)(*args, **kwargs)
+    except ApiError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        client.close()
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def _json_arg(text: str, what: str) -> Any:
+    """A JSON value given inline or as ``@path``."""
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{what} is not valid JSON: {exc}") from exc
+
+
+@cli.command()
+@click.option("--host", help="Address to bind. [default: 127.0.0.1]")
+@click.option("--port", type=int, help="Port to listen on. [default: 8080]")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Holds the SQLite registry and the local store. [default: ./var]")
+@click.option("--db-url", help="SQLAlchemy database URL. [default: SQLite in the data dir]")
+@click.option("--store-url", help="Artifact store: a folder. [default: <data-dir>/store]")
+@click.option("--allow-pickle/--no-allow-pickle", default=None,
+              help="Accept pickle/joblib models, which can run code when loaded. [default: off]")
+@click.option("--demo/--no-demo", default=None,
+              help="Register the demo models when the registry is empty. [default: off]")
+@click.option("--max-upload-size", help="Largest model upload, e.g. 2GiB. [default: 2GiB]")
+@click.option("--max-request-size", help="Largest other request body. [default: 64MiB]")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(**flags: Any) -> None:
+    """Run the server. Each flag can also be set as MODEL_MANAGER_<FLAG> in the environment."""
+    import uvicorn
+
+    from model_manager.app import create_app
+    from model_manager.settings import Settings
+
+    try:
+        settings = Settings.load(flags)
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level, access_log=False)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Model name; created on its first push.")
+@click.option("--format", "fmt", help="onnx or sklearn. [default: from the file]")
+@click.option("--metadata", help="JSON object, or @file.json (may hold a 'signature').")
+@click.option("--alias", help="Point this alias (e.g. production) at the new version.")
+@click.pass_context
+def push(ctx: click.Context, file: Path, name: str, fmt: str | None, metadata: str | None,
+         alias: str | None) -> None:
+    """Upload FILE as the next version of a model."""
+    if metadata and metadata.startswith("@"):
+        metadata = Path(metadata[1:]).read_text()
+    version = _call(ctx, "push", name, file, fmt, metadata)
+    click.echo(f"pushed {name} version {version['version']} "
+               f"({version['format']}, sha256 {version['sha256'][:12]})")
+    if alias:
+        _call(ctx, "request", "PUT", f"/api/models/{name}/aliases/{alias}",
+              json={"version": version["version"]})
+        click.echo(f"{name}@{alias} -> {version['version']}")
+
+
+@cli.command("ls")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """List models, or the versions of model NAME."""
+    if name is None:
+        models = _call(ctx, "request", "GET", "/api/models")
+        if as_json:
+            return _echo_json(models)
+        rows = [[m["name"], m["latest_version"], m["version_count"],
+                 _aliases(m["aliases"])] for m in models]
+        return click.echo(format_table(["MODEL", "LATEST", "VERSIONS", "ALIASES"], rows))
+    model = _call(ctx, "request", "GET", f"/api/models/{name}")
+    if as_json:
+        return _echo_json(model)
+    rows = [[v["version"], v["format"], v["size"], v["sha256"][:12], v["created_at"][:19],
+             ",".join(v["aliases"]), "archived" if v["archived"] else ""]
+            for v in model["versions"]]
+    click.echo(format_table(["VERSION", "FORMAT", "BYTES", "SHA256", "CREATED", "ALIASES",
+                             "STATE"], rows))
+
+
+def _aliases(aliases: dict[str, int]) -> str:
+    return " ".join(f"{alias}={number}" for alias, number in aliases.items())
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("version", required=False)
+@click.pass_context
+def show(ctx: click.Context, name: str, version: str | None) -> None:
+    """Show a model, or one version (a number or an alias), as JSON."""
+    path = f"/api/models/{name}" + (f"/versions/{version}" if version else "")
+    _echo_json(_call(ctx, "request", "GET", path))
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("version")
+@click.pass_context
+def rm(ctx: click.Context, name: str, version: str) -> None:
+    """Delete a version that no alias points at."""
+    deleted = _call(ctx, "request", "DELETE", f"/api/models/{name}/versions/{version}")
+    click.echo(f"deleted {name} version {deleted['deleted']['version']}")
+
+
+@cli.group()
+def alias() -> None:
+    """Point names such as production at versions."""
+
+
+@alias.command("set")
+@click.argument("name")
+@click.argument("alias_name", metavar="ALIAS")
+@click.argument("version")
+@click.pass_context
+def alias_set(ctx: click.Context, name: str, alias_name: str, version: str) -> None:
+    """Point ALIAS of model NAME at VERSION (a number or another alias)."""
+    body = {"version": int(version) if version.isdigit() else version}
+    result = _call(ctx, "request", "PUT", f"/api/models/{name}/aliases/{alias_name}", json=body)
+    click.echo(f"{name}@{alias_name} -> {result['version']}")
+
+
+@alias.command("rm")
+@click.argument("name")
+@click.argument("alias_name", metavar="ALIAS")
+@click.pass_context
+def alias_rm(ctx: click.Context, name: str, alias_name: str) -> None:
+    """Remove ALIAS from model NAME."""
+    _call(ctx, "request", "DELETE", f"/api/models/{name}/aliases/{alias_name}")
+    click.echo(f"removed {name}@{alias_name}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--input", "input_", required=True,
+              help="The input's data as JSON (a nested list), or @file.json.")
+@click.option("--input-name", help="Which input to fill. [default: the model's first]")
+@click.option("--version", help="A version number or alias. [default: the model's route]")
+@click.pass_context
+def predict(ctx: click.Context, name: str, input_: str, input_name: str | None,
+            version: str | None) -> None:
+    """Predict with model NAME; prints the outputs as JSON."""
+    import numpy as np
+
+    data = _json_arg(input_, "--input")
+    metadata = _call(ctx, "model_metadata", name, version)
+    specs = {spec["name"]: spec for spec in metadata["inputs"]}
+    spec = specs.get(input_name) if input_name else metadata["inputs"][0]
+    if spec is None:
+        raise click.BadParameter(f"the model's inputs are {list(specs)}", param_hint="--input-name")
+    shape = list(np.asarray(data, dtype=object).shape)
+    body = {"inputs": [{"name": spec["name"], "datatype": spec["datatype"], "shape": shape,
+                        "data": data}]}
+    result = _call(ctx, "infer", name, version, body)
+    outputs = {o["name"]: np.asarray(o["data"], dtype=object).reshape(o["shape"]).tolist()
+               for o in result["outputs"]}
+    _echo_json({"model_name": result["model_name"], "model_version": result["model_version"],
+                "outputs": outputs})

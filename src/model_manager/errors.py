@@ -1,0 +1,75 @@
+"""The one domain exception tree. No HTTP here: ``api/errors.py`` maps each class to a status.
+
+::
+
+    ModelManagerError
+    ├── InvalidInput                 the caller sent something malformed
+    │   ├── InvalidName              a model or alias name breaks the naming rule
+    │   └── SignatureMismatch        well-formed tensors that do not fit the model's signature
+    ├── NotFound                     no such model, version or alias
+    ├── Conflict                     the request contradicts the registry's state
+    ├── TooLarge                     a body, upload or tensor over its configured limit
+    ├── InvalidArtifact              an uploaded file that cannot be served
+    │   ├── UnsupportedFormat        the format is unknown or its extra is not installed
+    │   └── UnsafeArtifact           a format that can run code on load (pickle), not allowed
+    ├── Unavailable                  cannot serve now; the caller may retry later
+    └── ModelError                   the model itself failed while predicting
+"""
+
+from __future__ import annotations
+
+
+class ModelManagerError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ModelManagerError):
+    """The caller sent something malformed."""
+
+
+class InvalidName(InvalidInput):
+    """A model or alias name breaks the naming rule."""
+
+
+class SignatureMismatch(InvalidInput):
+    """Well-formed tensors that do not fit the model's signature."""
+
+
+class NotFound(ModelManagerError):
+    """No such model, version or alias."""
+
+
+class Conflict(ModelManagerError):
+    """The request contradicts the registry's state."""
+
+
+class TooLarge(ModelManagerError):
+    """A body, upload or tensor over its configured limit."""
+
+
+class InvalidArtifact(ModelManagerError):
+    """An uploaded file that cannot be served."""
+
+
+class UnsupportedFormat(InvalidArtifact):
+    """The format is unknown, or the optional extra that serves it is not installed."""
+
+
+class UnsafeArtifact(InvalidArtifact):
+    """A format that can run arbitrary code when loaded, which the settings do not allow."""
+
+
+class Unavailable(ModelManagerError):
+    """The server cannot serve this now; retrying later may succeed."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ModelError(ModelManagerError):
+    """The model raised while predicting."""

@@ -1,0 +1,250 @@
+"""``Registry``: what exists (models, versions, aliases, events) in one SQL database.
+
+Methods are synchronous and may block on the database: call them from a worker thread.
+Every write runs in one transaction, so a crash leaves either all of it or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine
+
+from model_manager.errors import Conflict, NotFound
+from model_manager.registry import schema as t
+from model_manager.registry.names import check_alias_name, check_model_name
+from model_manager.registry.records import EventRecord, ModelRecord, VersionRecord
+from model_manager.runtimes.signature import Signature
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_registry_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE
+    for writes (so concurrent writers queue instead of failing)."""
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL",
+                       "busy_timeout=30000"):
+            dbapi_connection.execute(f"PRAGMA {pragma}")
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Registry:
+    """Queries and changes over the registry's tables."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> Registry:
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return cls(create_registry_engine(url))
+
+    def migrate(self) -> None:
+        """Bring the schema up to the newest migration."""
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        with self._write() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(t.models)).scalar_one() == 0
+
+    def list_models(self) -> list[ModelRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.models).order_by(t.models.c.name)).all()
+            return [self._model(conn, row) for row in rows]
+
+    def get_model(self, name: str) -> ModelRecord:
+        with self.engine.connect() as conn:
+            return self._model(conn, self._model_row(conn, name))
+
+    def get_version(self, name: str, ref: str | int | None) -> VersionRecord:
+        """The version ``ref`` names: a number, an alias, or (None) the default route:
+        ``production``, else the newest unarchived version."""
+        model = self.get_model(name)
+        if ref is None or ref == "":
+            ref = "production" if "production" in model.aliases else None
+            if ref is None:
+                if model.latest is None:
+                    raise NotFound(f"model {name!r} has no unarchived version")
+                return model.latest
+        number = _number(ref, model)
+        for version in model.versions:
+            if version.number == number:
+                return version
+        raise NotFound(f"model {name!r} has no version {number}")
+
+    def is_blob_referenced(self, sha256: str) -> bool:
+        with self.engine.connect() as conn:
+            query = sa.select(sa.func.count()).select_from(t.versions).where(
+                t.versions.c.sha256 == sha256)
+            return conn.execute(query).scalar_one() > 0
+
+    def list_events(self, name: str, limit: int = 100) -> list[EventRecord]:
+        with self.engine.connect() as conn:
+            row = self._model_row(conn, name)
+            query = (sa.select(t.events).where(t.events.c.model_id == row.id)
+                     .order_by(t.events.c.id.desc()).limit(limit))
+            return [EventRecord(name, e.kind, e.details, e.actor, e.created_at)
+                    for e in conn.execute(query)]
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def create_version(self, name: str, *, sha256: str, size: int, format: str,
+                       signature: Signature, metadata: dict[str, Any],
+                       actor: str | None = None) -> VersionRecord:
+        """Register a new version, creating the model on its first upload."""
+        check_model_name(name)
+        now = _now()
+        with self._write() as conn:
+            model_id = self._ensure_model(conn, name, now)
+            conn.execute(t.models.update().where(t.models.c.id == model_id)
+                         .values(last_version=t.models.c.last_version + 1))
+            number = conn.execute(sa.select(t.models.c.last_version)
+                                  .where(t.models.c.id == model_id)).scalar_one()
+            conn.execute(t.versions.insert().values(
+                model_id=model_id, number=number, sha256=sha256, size=size, format=format,
+                signature=signature.to_json(), metadata=metadata, created_at=now, archived=False))
+            self._record(conn, model_id, "version.created",
+                         {"version": number, "sha256": sha256, "format": format}, actor)
+        return self.get_version(name, number)
+
+    def delete_version(self, name: str, ref: str | int, actor: str | None = None) -> VersionRecord:
+        """Remove a version's row. Refused (Conflict) while an alias points at it."""
+        version = self.get_version(name, ref)
+        if version.aliases:
+            raise Conflict(f"version {version.number} of {name!r} is pointed at by alias(es) "
+                           f"{', '.join(version.aliases)}; move or remove them first")
+        with self._write() as conn:
+            model_id = self._model_row(conn, name).id
+            conn.execute(t.versions.delete().where(t.versions.c.model_id == model_id,
+                                                   t.versions.c.number == version.number))
+            self._record(conn, model_id, "version.deleted", {"version": version.number}, actor)
+        return version
+
+    def set_alias(self, name: str, alias: str, ref: str | int,
+                  actor: str | None = None) -> VersionRecord:
+        check_alias_name(alias)
+        version = self.get_version(name, ref)
+        if version.archived:
+            raise Conflict(f"version {version.number} of {name!r} is archived")
+        with self._write() as conn:
+            model_id = self._model_row(conn, name).id
+            version_id = conn.execute(sa.select(t.versions.c.id).where(
+                t.versions.c.model_id == model_id,
+                t.versions.c.number == version.number)).scalar_one()
+            previous = conn.execute(sa.select(t.aliases.c.version_id).where(
+                t.aliases.c.model_id == model_id, t.aliases.c.name == alias)).scalar()
+            conn.execute(t.aliases.delete().where(t.aliases.c.model_id == model_id,
+                                                  t.aliases.c.name == alias))
+            conn.execute(t.aliases.insert().values(model_id=model_id, name=alias,
+                                                   version_id=version_id, updated_at=_now()))
+            self._record(conn, model_id, "alias.set",
+                         {"alias": alias, "version": version.number,
+                          "previous": self._number_of(conn, previous)}, actor)
+        return self.get_version(name, version.number)
+
+    def delete_alias(self, name: str, alias: str, actor: str | None = None) -> None:
+        with self._write() as conn:
+            model_id = self._model_row(conn, name).id
+            deleted = conn.execute(t.aliases.delete().where(t.aliases.c.model_id == model_id,
+                                                            t.aliases.c.name == alias))
+            if deleted.rowcount == 0:
+                raise NotFound(f"model {name!r} has no alias {alias!r}")
+            self._record(conn, model_id, "alias.deleted", {"alias": alias}, actor)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
+            yield conn
+
+    def _ensure_model(self, conn: Connection, name: str, now: datetime) -> int:
+        found = conn.execute(sa.select(t.models.c.id).where(t.models.c.name == name)).scalar()
+        if found is not None:
+            return int(found)
+        conn.execute(t.models.insert().values(name=name, last_version=0, created_at=now))
+        return int(conn.execute(sa.select(t.models.c.id).where(t.models.c.name == name)).scalar_one())
+
+    def _model_row(self, conn: Connection, name: str) -> Any:
+        row = conn.execute(sa.select(t.models).where(t.models.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"model {name[:80]!r} is not registered")
+        return row
+
+    def _model(self, conn: Connection, row: Any) -> ModelRecord:
+        alias_rows = conn.execute(
+            sa.select(t.aliases.c.name, t.versions.c.number)
+            .join(t.versions, t.versions.c.id == t.aliases.c.version_id)
+            .where(t.aliases.c.model_id == row.id).order_by(t.aliases.c.name)).all()
+        aliases = {a.name: a.number for a in alias_rows}
+        version_rows = conn.execute(sa.select(t.versions).where(t.versions.c.model_id == row.id)
+                                    .order_by(t.versions.c.number)).all()
+        versions = tuple(_version(row.name, v, aliases) for v in version_rows)
+        return ModelRecord(row.name, row.created_at, versions, aliases)
+
+    def _number_of(self, conn: Connection, version_id: int | None) -> int | None:
+        if version_id is None:
+            return None
+        query = sa.select(t.versions.c.number).where(t.versions.c.id == version_id)
+        return conn.execute(query).scalar()
+
+    def _record(self, conn: Connection, model_id: int, kind: str, details: dict[str, Any],
+                actor: str | None) -> None:
+        conn.execute(t.events.insert().values(model_id=model_id, kind=kind, details=details,
+                                              actor=actor, created_at=_now()))
+
+
+def _number(ref: str | int, model: ModelRecord) -> int:
+    if isinstance(ref, int):
+        return ref
+    if ref.isdigit():
+        return int(ref)
+    if ref in model.aliases:
+        return model.aliases[ref]
+    raise NotFound(f"model {model.name!r} has no version or alias {ref[:80]!r}")
+
+
+def _version(model: str, row: Any, aliases: dict[str, int]) -> VersionRecord:
+    return VersionRecord(
+        model=model, number=row.number, sha256=row.sha256, size=row.size, format=row.format,
+        signature=Signature.from_json(row.signature), metadata=row.metadata,
+        created_at=row.created_at, archived=row.archived,
+        aliases=tuple(sorted(a for a, n in aliases.items() if n == row.number)))

@@ -1,0 +1,52 @@
+"""How a model runs: each format loads its artifact into a ``Runtime`` that predicts.
+
+Only this package imports machine-learning frameworks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model_manager.errors import InvalidArtifact, UnsupportedFormat
+from model_manager.runtimes.base import LoadOptions, ModelFormat, Runtime
+from model_manager.runtimes.onnx import OnnxFormat
+from model_manager.runtimes.signature import DATATYPES, Signature, TensorSpec, datatype_of
+from model_manager.runtimes.sklearn import SklearnFormat
+
+__all__ = [
+    "DATATYPES",
+    "FORMATS",
+    "LoadOptions",
+    "ModelFormat",
+    "Runtime",
+    "Signature",
+    "TensorSpec",
+    "datatype_of",
+    "detect_format",
+    "get_format",
+]
+
+FORMATS: dict[str, ModelFormat] = {f.name: f for f in (OnnxFormat(), SklearnFormat())}
+
+
+def get_format(name: str) -> ModelFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise UnsupportedFormat(
+            f"unknown format {name!r}; known formats: {', '.join(sorted(FORMATS))}") from None
+
+
+def detect_format(path: Path, filename: str, declared: str | None) -> ModelFormat:
+    """The format an upload declares, else the one its file name or first bytes show."""
+    if declared:
+        return get_format(declared)
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        raise InvalidArtifact("the uploaded file is empty")
+    for fmt in FORMATS.values():
+        if fmt.matches(filename, head):
+            return fmt
+    raise UnsupportedFormat(f"cannot tell the format of {filename!r}; pass the 'format' field "
+                            f"(one of {', '.join(sorted(FORMATS))})")

@@ -1,0 +1,106 @@
+"""ONNX models under onnxruntime. The signature is read from the graph."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_manager.errors import InvalidArtifact, ModelError
+from model_manager.runtimes.base import LoadOptions
+from model_manager.runtimes.signature import Signature, TensorSpec
+from model_manager.types import Array, Tensors
+
+_ORT_TYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8", "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32", "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+class OnnxFormat:
+    name = "onnx"
+    platform = "onnxruntime_onnx"
+
+    def matches(self, filename: str, head: bytes) -> bool:
+        # A ModelProto starts with field 1 (ir_version), a varint: tag byte 0x08.
+        return filename.lower().endswith(".onnx") or head[:1] == b"\x08"
+
+    def load(self, path: Path, options: LoadOptions, signature: Signature | None) -> OnnxRuntime:
+        import onnxruntime as ort
+
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), session_options,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise InvalidArtifact(f"not a loadable ONNX model: {_first_line(exc)}") from exc
+        return OnnxRuntime(session, _checked(signature, _read_signature(session)))
+
+
+class OnnxRuntime:
+    def __init__(self, session: Any, signature: Signature) -> None:
+        self._session = session
+        self.signature = signature
+        self._bytes_inputs = {t.name for t in signature.inputs if t.datatype == "BYTES"}
+
+    def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, Array]:
+        feed = {name: (value.astype(str) if name in self._bytes_inputs else value)
+                for name, value in inputs.items()}
+        try:
+            results = self._session.run(list(outputs), feed)
+        except Exception as exc:
+            raise ModelError(f"onnxruntime failed: {_first_line(exc)}") from exc
+        return dict(zip(outputs, (np.asarray(r) for r in results), strict=True))
+
+    def unload(self) -> None:
+        self._session = None
+
+
+def _read_signature(session: Any) -> Signature:
+    inputs = tuple(_spec(arg) for arg in session.get_inputs())
+    # Non-tensor outputs (the ZipMap of a default skl2onnx conversion) cannot travel over v2.
+    outputs = tuple(_spec(arg) for arg in session.get_outputs() if arg.type in _ORT_TYPES)
+    if None in inputs:
+        raise InvalidArtifact("the ONNX model has an input that is not a tensor")
+    if not outputs:
+        raise InvalidArtifact("the ONNX model has no tensor output (convert classifiers "
+                              "with zipmap disabled)")
+    return Signature(inputs, outputs)  # type: ignore[arg-type]
+
+
+def _spec(arg: Any) -> TensorSpec | None:
+    datatype = _ORT_TYPES.get(arg.type)
+    if datatype is None:
+        return None
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or []))
+    return TensorSpec(arg.name, datatype, shape)
+
+
+def _checked(override: Signature | None, actual: Signature) -> Signature:
+    """An override may restate shapes but must name the graph's inputs and some of its outputs."""
+    if override is None:
+        return actual
+    if {t.name for t in override.inputs} != {t.name for t in actual.inputs}:
+        raise InvalidArtifact(f"the signature's inputs must be the graph's: "
+                              f"{[t.name for t in actual.inputs]}")
+    unknown = set(override.output_names()) - set(actual.output_names())
+    if unknown:
+        raise InvalidArtifact(f"the signature names outputs the graph lacks: {sorted(unknown)}")
+    declared = {t.name: t.datatype for t in (*actual.inputs, *actual.outputs)}
+    for spec in (*override.inputs, *override.outputs):
+        if declared[spec.name] != spec.datatype:
+            raise InvalidArtifact(f"tensor {spec.name!r} is {declared[spec.name]} in the graph, "
+                                  f"not {spec.datatype}")
+    return override
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,102 @@
+"""Server settings, from ``model-manager serve`` flags and ``MODEL_MANAGER_*`` environment variables.
+
+Precedence: a flag given on the command line, then the environment, then the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MODEL_MANAGER_"
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+    "ti": 1024**4, "tib": 1024**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a byte size such as ``512MiB``, ``2GB`` or ``1048576``."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (use bytes or units such as 512MiB, 2GiB, 100MB)")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def parse_bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use true or false)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything ``create_app`` needs to build the server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./var")
+    db_url: str | None = None
+    """SQLAlchemy URL; default: a SQLite file ``registry.db`` in the data dir."""
+    store_url: str | None = None
+    """Where artifacts live; default: the data dir's ``store/`` folder."""
+    allow_pickle: bool = False
+    """Accept pickle/joblib files, which run arbitrary code when loaded."""
+    demo: bool = False
+    """Register the demo models when the registry is empty."""
+    max_upload_size: int = 2 * 1024**3
+    max_request_size: int = 64 * 1024**2
+    log_level: str = "info"
+
+    @property
+    def resolved_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or str((self.data_dir / "store").resolve())
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None,
+             environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment, then ``overrides`` (flags that were given)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = raw
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls(**{name: _coerce(name, value) for name, value in values.items()})
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = {f.name: f.default for f in dataclasses.fields(Settings)}[name]
+    if name in ("max_upload_size", "max_request_size"):
+        return parse_size(value)
+    if isinstance(kind, bool):
+        return parse_bool(value)
+    if isinstance(kind, int):
+        return int(value)
+    if isinstance(kind, Path):
+        return Path(value)
+    return value

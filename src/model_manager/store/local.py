@@ -1,0 +1,73 @@
+"""A store in a local folder: ``<root>/sha256/ab/<digest>``, written by fsync-and-rename."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from model_manager.errors import NotFound
+from model_manager.store.base import StagedFile
+from model_manager.types import Digest
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+class LocalStore:
+    """Blobs in a folder. Writers rename a fully fsynced file into place, so a reader or a
+    crash never sees half a blob."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def staging_dir(self) -> Path:
+        """Temp files live on the same filesystem as the blobs, so the final rename is atomic."""
+        return self.root / "tmp"
+
+    def put(self, staged: StagedFile) -> None:
+        target = self._path(staged.sha256)
+        if target.exists():
+            staged.discard()
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if staged.path.parent.resolve() == self.staging_dir.resolve():
+            os.replace(staged.path, target)
+        else:
+            tmp = self.staging_dir / f"{staged.sha256}.copy"
+            self.staging_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(staged.path, tmp)
+            _fsync_file(tmp)
+            os.replace(tmp, target)
+        _fsync_dir(target.parent)
+
+    def fetch(self, digest: Digest) -> Path:
+        path = self._path(digest)
+        if not path.is_file():
+            raise NotFound(f"artifact {digest} is missing from the store at {self.root}")
+        return path
+
+    def delete(self, digest: Digest) -> None:
+        self._path(digest).unlink(missing_ok=True)
+
+    def exists(self, digest: Digest) -> bool:
+        return self._path(digest).is_file()
+
+    def _path(self, digest: Digest) -> Path:
+        if not _DIGEST.match(digest):
+            raise NotFound(f"not a sha256 digest: {digest!r}")
+        return self.root / "sha256" / digest[:2] / digest
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

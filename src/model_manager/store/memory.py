@@ -1,0 +1,38 @@
+"""An in-memory store for tests; ``fetch`` materialises blobs in a private temp folder."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from model_manager.errors import NotFound
+from model_manager.store.base import StagedFile
+from model_manager.types import Digest
+
+
+class MemoryStore:
+    """Blobs in a dict. Not for production: everything is lost with the process."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[Digest, bytes] = {}
+        self._scratch = tempfile.TemporaryDirectory(prefix="model-manager-mem-")
+        self.staging_dir = Path(self._scratch.name) / "tmp"
+
+    def put(self, staged: StagedFile) -> None:
+        self.blobs.setdefault(staged.sha256, staged.path.read_bytes())
+        staged.discard()
+
+    def fetch(self, digest: Digest) -> Path:
+        if digest not in self.blobs:
+            raise NotFound(f"artifact {digest} is missing from the memory store")
+        path = Path(self._scratch.name) / digest
+        if not path.exists():
+            path.write_bytes(self.blobs[digest])
+        return path
+
+    def delete(self, digest: Digest) -> None:
+        self.blobs.pop(digest, None)
+        (Path(self._scratch.name) / digest).unlink(missing_ok=True)
+
+    def exists(self, digest: Digest) -> bool:
+        return digest in self.blobs
