@@ -122,7 +122,7 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> A
             return array.reshape(shape)
         raw = np.asarray(data)
         allowed = next(kinds for prefix, kinds in _JSON_KINDS.items() if datatype.startswith(prefix))
-        if raw.size and raw.dtype.kind not in allowed:
+        if raw.size and raw.dtype.kind not in allowed and not _all_ints(datatype, data):
             raise InvalidInput(f"input {name!r}: data holds {raw.dtype.kind!r}-kind values, "
                                f"not {datatype}")
         # Converting from the list (not from ``raw``) makes out-of-range integers an error.
@@ -135,6 +135,11 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> A
         raise InvalidInput(f"input {name!r}: shape {list(shape)} holds {count} elements, "
                            f"data has {array.size}")
     return array.reshape(shape)
+
+
+def _all_ints(datatype: str, data: Any) -> bool:
+    """Integers past int64 make numpy guess float; they are still fine for UINT64."""
+    return "INT" in datatype and all(type(v) is int for v in _flatten(data))
 
 
 def _flatten(data: Any) -> list[Any]:

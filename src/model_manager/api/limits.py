@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_UPLOAD = re.compile(r"^/api/models/[^/]+/versions/?$")
+_UPLOAD = re.compile(r"^/api/models/.+/versions/?$")
 
 
 class BodySizeLimit:

@@ -34,7 +34,7 @@ def management_routes(catalog: Catalog, cache: ModelCache) -> APIRouter:
         model = await anyio.to_thread.run_sync(registry.get_model, name)
         return model.to_json()
 
-    @api.post("/models/{name}/versions", status_code=201)
+    @api.post("/models/{name:path}/versions", status_code=201)
     async def upload_version(name: str, request: Request) -> dict[str, Any]:
         check_model_name(name)  # before reading a byte of the body
         async with request.form(max_files=1, max_fields=10) as form:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from model_manager.errors import InvalidArtifact, ModelError
+from model_manager.errors import InvalidArtifact, InvalidInput, ModelError
 from model_manager.runtimes.base import LoadOptions
 from model_manager.runtimes.signature import Signature, TensorSpec
 from model_manager.types import Array, Tensors
@@ -52,7 +52,7 @@ class OnnxRuntime:
         self._bytes_inputs = {t.name for t in signature.inputs if t.datatype == "BYTES"}
 
     def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, Array]:
-        feed = {name: (value.astype(str) if name in self._bytes_inputs else value)
+        feed = {name: (_as_text(name, value) if name in self._bytes_inputs else value)
                 for name, value in inputs.items()}
         try:
             results = self._session.run(list(outputs), feed)
@@ -62,6 +62,18 @@ class OnnxRuntime:
 
     def unload(self) -> None:
         self._session = None
+
+
+def _as_text(name: str, value: Array) -> Array:
+    """ONNX string tensors hold text: BYTES elements must be UTF-8."""
+    try:
+        return np.vectorize(_decode, otypes=[object])(value) if value.size else value
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"input {name!r}: a BYTES element is not UTF-8 text ({exc})") from exc
+
+
+def _decode(value: object) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _read_signature(session: Any) -> Signature:

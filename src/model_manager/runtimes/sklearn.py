@@ -7,7 +7,6 @@ The signature is read from the estimator: one input ``input`` of ``n_features_in
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,15 @@ class SklearnFormat:
                 or head.startswith(b"PK\x03\x04") or head[:1] == b"\x80")
 
     def load(self, path: Path, options: LoadOptions, signature: Signature | None) -> SklearnRuntime:
-        if zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head == b"PK\x03\x04":
             estimator = _load_skops(path, options)
         elif options.allow_pickle:
             estimator = _load_pickle(path)
+        elif head[:1] != b"\x80":
+            raise InvalidArtifact("neither a skops file (a zip archive) nor a pickle; save the "
+                                  "model with skops.io.dump (pickle/joblib need --allow-pickle)")
         else:
             raise UnsafeArtifact(
                 "pickle and joblib files can run arbitrary code when loaded, so they are refused; "
