@@ -16,20 +16,12 @@ CONTENT = b"".join(CHUNKS)
 DIGEST = hashlib.sha256(CONTENT).hexdigest()
 
 
-def release(store: MemoryStore) -> None:
-    # MemoryStore has no close(); without this its TemporaryDirectory is cleaned up implicitly,
-    # which raises ResourceWarning (an error under this project's warning filter).
-    store._scratch.cleanup()
-
-
 @pytest.fixture(params=["local", "memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactStore]:
     if request.param == "local":
         yield LocalStore(tmp_path / "store")
         return
-    memory = MemoryStore()
-    yield memory
-    release(memory)
+    yield MemoryStore()
 
 
 def staged_files(store: ArtifactStore) -> list[Path]:
@@ -158,7 +150,6 @@ def test_iter_file_feeds_stage_stream(tmp_path: Path) -> None:
 def test_open_store_picks_the_store_from_the_url(tmp_path: Path) -> None:
     memory = open_store("memory://")
     assert isinstance(memory, MemoryStore)
-    release(memory)
     local = open_store(f"file://{tmp_path}")
     assert isinstance(local, LocalStore)
     assert local.root == tmp_path

@@ -148,13 +148,19 @@ class Registry:
     def delete_version(self, name: str, ref: str | int, actor: str | None = None) -> VersionRecord:
         """Remove a version's row. Refused (Conflict) while an alias points at it."""
         version = self.get_version(name, ref)
-        if version.aliases:
-            raise Conflict(f"version {version.number} of {name!r} is pointed at by alias(es) "
-                           f"{', '.join(version.aliases)}; move or remove them first")
         with self._write() as conn:
             model_id = self._model_row(conn, name).id
-            conn.execute(t.versions.delete().where(t.versions.c.model_id == model_id,
-                                                   t.versions.c.number == version.number))
+            version_id = conn.execute(sa.select(t.versions.c.id).where(
+                t.versions.c.model_id == model_id,
+                t.versions.c.number == version.number)).scalar()
+            if version_id is None:
+                raise NotFound(f"model {name!r} has no version {version.number}")
+            aliases = conn.execute(sa.select(t.aliases.c.name).where(
+                t.aliases.c.version_id == version_id).order_by(t.aliases.c.name)).scalars().all()
+            if aliases:
+                raise Conflict(f"version {version.number} of {name!r} is pointed at by alias(es) "
+                               f"{', '.join(aliases)}; move or remove them first")
+            conn.execute(t.versions.delete().where(t.versions.c.id == version_id))
             self._record(conn, model_id, "version.deleted", {"version": version.number}, actor)
         return version
 
@@ -197,11 +203,16 @@ class Registry:
             yield conn
 
     def _ensure_model(self, conn: Connection, name: str, now: datetime) -> int:
-        found = conn.execute(sa.select(t.models.c.id).where(t.models.c.name == name)).scalar()
-        if found is not None:
-            return int(found)
-        conn.execute(t.models.insert().values(name=name, last_version=0, created_at=now))
-        return int(conn.execute(sa.select(t.models.c.id).where(t.models.c.name == name)).scalar_one())
+        query = sa.select(t.models.c.id).where(t.models.c.name == name)
+        found = conn.execute(query).scalar()
+        if found is None:
+            try:
+                with conn.begin_nested():  # a concurrent first upload may insert it first
+                    conn.execute(t.models.insert().values(name=name, last_version=0, created_at=now))
+            except sa.exc.IntegrityError:
+                pass
+            found = conn.execute(query).scalar_one()
+        return int(found)
 
     def _model_row(self, conn: Connection, name: str) -> Any:
         row = conn.execute(sa.select(t.models).where(t.models.c.name == name)).first()
@@ -235,7 +246,7 @@ class Registry:
 def _number(ref: str | int, model: ModelRecord) -> int:
     if isinstance(ref, int):
         return ref
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():
         return int(ref)
     if ref in model.aliases:
         return model.aliases[ref]

@@ -49,7 +49,7 @@ class SklearnFormat:
                 "if every uploader is trusted")
         if not hasattr(estimator, "predict"):
             raise InvalidArtifact(f"{type(estimator).__name__} has no predict method")
-        return SklearnRuntime(estimator, signature or _read_signature(estimator))
+        return SklearnRuntime(estimator, _checked(signature, _read_signature(estimator)))
 
 
 class SklearnRuntime:
@@ -115,3 +115,17 @@ def _read_signature(estimator: Any) -> Signature:
     if hasattr(estimator, "predict_proba"):
         outputs.append(TensorSpec("probabilities", "FP64", (-1, len(classes))))
     return Signature(inputs, tuple(outputs))
+
+
+def _checked(override: Signature | None, actual: Signature) -> Signature:
+    """An override may rename the input and restate shapes; datatypes and outputs are the model's."""
+    if override is None:
+        return actual
+    if len(override.inputs) != 1 or override.inputs[0].datatype != actual.inputs[0].datatype:
+        raise InvalidArtifact(f"a scikit-learn model takes one {actual.inputs[0].datatype} input")
+    declared = {t.name: t.datatype for t in actual.outputs}
+    for spec in override.outputs:
+        if declared.get(spec.name) != spec.datatype:
+            raise InvalidArtifact(f"this estimator's outputs are "
+                                  f"{[t.to_json() for t in actual.outputs]}, not {spec.to_json()}")
+    return override

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 from model_manager.errors import NotFound
@@ -15,8 +17,9 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.blobs: dict[Digest, bytes] = {}
-        self._scratch = tempfile.TemporaryDirectory(prefix="model-manager-mem-")
-        self.staging_dir = Path(self._scratch.name) / "tmp"
+        self._scratch = Path(tempfile.mkdtemp(prefix="model-manager-mem-"))
+        weakref.finalize(self, shutil.rmtree, self._scratch, ignore_errors=True)
+        self.staging_dir = self._scratch / "tmp"
 
     def put(self, staged: StagedFile) -> None:
         self.blobs.setdefault(staged.sha256, staged.path.read_bytes())
@@ -25,14 +28,14 @@ class MemoryStore:
     def fetch(self, digest: Digest) -> Path:
         if digest not in self.blobs:
             raise NotFound(f"artifact {digest} is missing from the memory store")
-        path = Path(self._scratch.name) / digest
+        path = self._scratch / digest
         if not path.exists():
             path.write_bytes(self.blobs[digest])
         return path
 
     def delete(self, digest: Digest) -> None:
         self.blobs.pop(digest, None)
-        (Path(self._scratch.name) / digest).unlink(missing_ok=True)
+        (self._scratch / digest).unlink(missing_ok=True)
 
     def exists(self, digest: Digest) -> bool:
         return digest in self.blobs
