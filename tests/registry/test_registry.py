@@ -84,6 +84,9 @@ def test_get_version_unknown_references_raise_not_found(registry: Registry) -> N
         registry.get_version("iris", "nope")
     with pytest.raises(NotFound):
         registry.get_version("missing", 1)
+    for digits in ("²", "١"):  # str.isdigit() is true for these; they are not version numbers
+        with pytest.raises(NotFound):
+            registry.get_version("iris", digits)
 
 
 def test_default_version_is_production_alias_else_newest(registry: Registry) -> None:

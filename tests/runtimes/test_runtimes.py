@@ -184,6 +184,20 @@ def test_sklearn_signature_override_is_used(iris: IrisFiles) -> None:
     np.testing.assert_array_equal(result["label"], iris.model.predict(iris.x))
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    (Signature((TensorSpec("input", "BYTES", (-1,)),), (TensorSpec("label", "INT64", (-1,)),)),
+     "one FP64 input"),
+    (Signature((TensorSpec("input", "FP64", (-1, 4)),), (TensorSpec("scores", "FP64", (-1,)),)),
+     "outputs are"),
+    (Signature((TensorSpec("input", "FP64", (-1, 4)),), (TensorSpec("label", "FP32", (-1,)),)),
+     "outputs are"),
+])
+def test_sklearn_override_that_contradicts_the_estimator_is_refused(
+        iris: IrisFiles, override: Signature, message: str) -> None:
+    with pytest.raises(InvalidArtifact, match=message):
+        SklearnFormat().load(iris.skops, SAFE, override)
+
+
 def test_text_pipeline_takes_bytes(tmp_path: Path) -> None:
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
