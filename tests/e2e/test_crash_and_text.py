@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -30,11 +31,9 @@ def test_kill_during_upload_leaves_registry_and_store_consistent(tmp_path: Path,
         yield b"\r\n--b--\r\n"
 
     def upload() -> None:
-        try:
+        with contextlib.suppress(httpx.HTTPError):
             httpx.post(f"{server.url}/api/models/crashy/versions", content=slow_body(),
                        headers={"content-type": "multipart/form-data; boundary=b"}, timeout=40)
-        except httpx.HTTPError:
-            pass
 
     uploader = threading.Thread(target=upload, daemon=True)
     uploader.start()

@@ -84,7 +84,7 @@ def test_get_version_unknown_references_raise_not_found(registry: Registry) -> N
         registry.get_version("iris", "nope")
     with pytest.raises(NotFound):
         registry.get_version("missing", 1)
-    for digits in ("²", "١"):  # str.isdigit() is true for these; they are not version numbers
+    for digits in ("\u00b2", "\u0661"):  # str.isdigit() is true for these; they are not version numbers
         with pytest.raises(NotFound):
             registry.get_version("iris", digits)
 
