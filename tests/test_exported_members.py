@@ -9,6 +9,7 @@ import model_manager.registry
 import model_manager.runtimes
 import model_manager.serving
 import model_manager.store
+import model_manager.telemetry
 
 
 @pytest.mark.parametrize(("module", "names"), [
@@ -18,7 +19,9 @@ import model_manager.store
     (model_manager.runtimes, ["DATATYPES", "FORMATS", "LoadOptions", "ModelFormat", "Runtime",
                               "Signature", "TensorSpec", "datatype_of", "detect_format", "get_format"]),
     (model_manager.serving, ["InferInput", "InferOutput", "InferenceRequest", "InferenceResponse",
-                             "LoadedModel", "ModelCache", "PredictionRouter", "RequestedOutput"]),
+                             "LoadedModel", "ModelCache", "PredictionRouter", "RequestedOutput",
+                             "State", "VersionLifecycle", "VersionState"]),
+    (model_manager.telemetry, ["CONTENT_TYPE", "Metrics"]),
     (model_manager.store, ["ArtifactStore", "LocalStore", "MemoryStore", "StagedFile", "iter_file",
                            "open_store", "stage_stream"]),
 ])

@@ -13,6 +13,7 @@
     │   ├── UnsupportedFormat        the format is unknown or its extra is not installed
     │   └── UnsafeArtifact           a format that can run code on load (pickle), not allowed
     ├── Unavailable                  cannot serve now; the caller may retry later
+    │   └── Overloaded               no capacity now (memory budget full of busy or pinned models)
     └── ModelError                   the model itself failed while predicting
 """
 
@@ -69,6 +70,10 @@ class Unavailable(ModelManagerError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Overloaded(Unavailable):
+    """No capacity right now: a transient condition, never a fault of the model."""
 
 
 class ModelError(ModelManagerError):

@@ -23,6 +23,8 @@ _UNITS = {
     "ti": 1024**4, "tib": 1024**4,
 }
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|)\s*$")
+_SECONDS = {"ms": 0.001, "": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -36,6 +38,33 @@ def parse_size(text: str | int) -> int:
     if match is None or unit not in _UNITS:
         raise ValueError(f"not a size: {text!r} (use bytes or units such as 512MiB, 2GiB, 100MB)")
     return int(float(match.group(1)) * _UNITS[unit])
+
+
+def parse_duration(text: str | float) -> float:
+    """Parse a duration such as ``30m``, ``10s``, ``1.5h`` or ``0`` into seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 10s, 30m, 1h, or 0)")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def default_memory_budget() -> int:
+    """Half of the memory this process may use: its cgroup's limit where one is set, else RAM."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min(ram, _cgroup_limit() or ram) // 2
+
+
+def _cgroup_limit() -> int | None:
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # v1 reports "no limit" as a huge number
+            return int(text)
+    return None
 
 
 def parse_bool(text: str | bool) -> bool:
@@ -63,9 +92,21 @@ class Settings:
     """Accept pickle/joblib files, which run arbitrary code when loaded."""
     demo: bool = False
     """Register the demo models when the registry is empty."""
+    memory_budget: int = dataclasses.field(default_factory=default_memory_budget)
+    """Bytes that loaded models may hold in all; least recently used ones are evicted past it."""
+    preload: str = ""
+    """Comma-separated aliases (e.g. ``production``) whose versions load before the server is ready."""
+    idle_unload: float = 0.0
+    """Seconds after which an unused model is unloaded; 0 disables."""
+    load_wait: float = 10.0
+    """Seconds a request waits for room in the budget when every loaded model is busy or pinned."""
     max_upload_size: int = 2 * 1024**3
     max_request_size: int = 64 * 1024**2
     log_level: str = "info"
+
+    @property
+    def preload_aliases(self) -> list[str]:
+        return [alias.strip() for alias in self.preload.split(",") if alias.strip()]
 
     @property
     def resolved_db_url(self) -> str:
@@ -89,10 +130,16 @@ class Settings:
         return cls(**{name: _coerce(name, value) for name, value in values.items()})
 
 
+_SIZES = {"memory_budget", "max_upload_size", "max_request_size"}
+_DURATIONS = {"idle_unload", "load_wait"}
+
+
 def _coerce(name: str, value: Any) -> Any:
     kind = {f.name: f.default for f in dataclasses.fields(Settings)}[name]
-    if name in ("max_upload_size", "max_request_size"):
+    if name in _SIZES:
         return parse_size(value)
+    if name in _DURATIONS:
+        return parse_duration(value)
     if isinstance(kind, bool):
         return parse_bool(value)
     if isinstance(kind, int):

@@ -17,3 +17,5 @@ ModelName = str
 VersionNumber = int
 Digest = str
 """A lowercase hex sha256 of an artifact's bytes."""
+VersionKey = tuple[ModelName, VersionNumber]
+"""A loaded version's identity: (model name, version number)."""

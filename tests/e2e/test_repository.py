@@ -19,8 +19,9 @@ def test_index_load_unload(server: ServerProcess, iris: IrisFiles) -> None:
         assert index(client)[("repo", "1")] == "UNAVAILABLE"  # registered, loads on first use
         assert ("repo", "1") not in index(client, ready=True)
 
-        loaded = client.post("/v2/repository/models/repo/load")
-        assert loaded.json() == {"name": "repo", "version": "1", "state": "READY"}
+        loaded = client.post("/v2/repository/models/repo/load").json()
+        assert (loaded["name"], loaded["version"], loaded["state"]) == ("repo", "1", "READY")
+        assert loaded["loaded_bytes"] > 0
         assert index(client, ready=True)[("repo", "1")] == "READY"
 
         assert client.post("/v2/repository/models/repo/unload").json()["unloaded"] == ["1"]

@@ -5,13 +5,16 @@ from __future__ import annotations
 from model_manager.api.errors import STATUS, install_error_handlers, status_of
 from model_manager.api.limits import BodySizeLimit
 from model_manager.api.management import management_routes
-from model_manager.api.v2 import v2_routes
+from model_manager.api.metrics import metrics_routes
+from model_manager.api.v2 import Readiness, v2_routes
 
 __all__ = [
     "STATUS",
     "BodySizeLimit",
+    "Readiness",
     "install_error_handlers",
     "management_routes",
+    "metrics_routes",
     "status_of",
     "v2_routes",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
@@ -11,8 +12,8 @@ from starlette.datastructures import UploadFile
 
 from model_manager.catalog import Catalog, parse_metadata
 from model_manager.errors import InvalidInput
-from model_manager.registry import check_model_name
-from model_manager.serving import ModelCache
+from model_manager.registry import VersionRecord, check_model_name
+from model_manager.serving import ModelCache, VersionLifecycle
 from model_manager.store import iter_file
 
 
@@ -20,9 +21,15 @@ class AliasBody(BaseModel):
     version: StrictInt | str
 
 
-def management_routes(catalog: Catalog, cache: ModelCache) -> APIRouter:
+def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: ModelCache) -> APIRouter:
     api = APIRouter(prefix="/api")
     registry = catalog.registry
+
+    def with_state(version: VersionRecord) -> dict[str, Any]:
+        state = cache.state_of(version.model, version.number)
+        return {**version.to_json(), "state": state.state.value, "reason": state.reason,
+                "loaded_bytes": state.size, "in_flight": state.in_flight,
+                "last_used": _iso(state.last_used)}
 
     @api.get("/models")
     async def list_models() -> list[dict[str, Any]]:
@@ -32,7 +39,7 @@ def management_routes(catalog: Catalog, cache: ModelCache) -> APIRouter:
     @api.get("/models/{name}")
     async def get_model(name: str) -> dict[str, Any]:
         model = await anyio.to_thread.run_sync(registry.get_model, name)
-        return model.to_json()
+        return {**model.to_json(), "versions": [with_state(v) for v in model.versions]}
 
     @api.post("/models/{name:path}/versions", status_code=201)
     async def upload_version(name: str, request: Request) -> dict[str, Any]:
@@ -50,23 +57,30 @@ def management_routes(catalog: Catalog, cache: ModelCache) -> APIRouter:
     @api.get("/models/{name}/versions/{version}")
     async def get_version(name: str, version: str) -> dict[str, Any]:
         record = await anyio.to_thread.run_sync(registry.get_version, name, version)
-        return record.to_json()
+        return with_state(record)
 
     @api.delete("/models/{name}/versions/{version}")
     async def delete_version(name: str, version: str) -> dict[str, Any]:
-        record = await anyio.to_thread.run_sync(catalog.delete_version, name, version)
-        await cache.unload(name, record.number)
+        record = await lifecycle.delete_version(name, version)
         return {"deleted": record.to_json()}
 
     @api.put("/models/{name}/aliases/{alias}")
     async def set_alias(name: str, alias: str, body: AliasBody) -> dict[str, Any]:
-        record = await anyio.to_thread.run_sync(registry.set_alias, name, alias, body.version)
+        record = await lifecycle.set_alias(name, alias, body.version)
         return {"model": name, "alias": alias, "version": record.number}
 
     @api.delete("/models/{name}/aliases/{alias}", status_code=204)
     async def delete_alias(name: str, alias: str) -> Response:
-        await anyio.to_thread.run_sync(registry.delete_alias, name, alias)
+        await lifecycle.delete_alias(name, alias)
         return Response(status_code=204)
+
+    @api.put("/models/{name}/versions/{version}/pin")
+    async def pin(name: str, version: str) -> dict[str, Any]:
+        return with_state(await lifecycle.pin(name, version))
+
+    @api.delete("/models/{name}/versions/{version}/pin")
+    async def unpin(name: str, version: str) -> dict[str, Any]:
+        return with_state(await lifecycle.unpin(name, version))
 
     @api.get("/models/{name}/events")
     async def events(name: str) -> list[dict[str, Any]]:
@@ -74,6 +88,10 @@ def management_routes(catalog: Catalog, cache: ModelCache) -> APIRouter:
         return [e.to_json() for e in records]
 
     return api
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 def _text(value: Any) -> str | None:

@@ -14,12 +14,24 @@ from model_manager.api.codec import HEADER_LENGTH, decode_request, encode_respon
 from model_manager.errors import InvalidInput
 from model_manager.registry import Registry, VersionRecord
 from model_manager.runtimes import FORMATS
-from model_manager.serving import ModelCache, PredictionRouter
+from model_manager.serving import ModelCache, PredictionRouter, State, VersionLifecycle
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
-def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache) -> APIRouter:
+class Readiness:
+    """Not ready until start-up work (preloading) is done."""
+
+    def __init__(self) -> None:
+        self.is_ready = False
+        self.reason = "starting"
+
+    def set(self, is_ready: bool, reason: str = "") -> None:
+        self.is_ready, self.reason = is_ready, reason
+
+
+def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache,
+              lifecycle: VersionLifecycle, readiness: Readiness) -> APIRouter:
     api = APIRouter(prefix="/v2")
 
     @api.get("/health/live")
@@ -28,6 +40,8 @@ def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache) -
 
     @api.get("/health/ready")
     async def ready() -> Response:
+        if not readiness.is_ready:
+            return JSONResponse({"ready": False, "reason": readiness.reason}, 503)
         try:
             await anyio.to_thread.run_sync(registry.ping)
         except Exception as exc:  # any database failure means not ready
@@ -68,27 +82,25 @@ def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache) -
         index = []
         for model in models:
             for v in model.versions:
-                if v.archived:
-                    continue
-                is_loaded = cache.is_loaded(model.name, v.number)
-                if only_ready and not is_loaded:
+                state = cache.state_of(model.name, v.number)
+                if v.archived or (only_ready and state.state is not State.READY):
                     continue
                 index.append({"name": model.name, "version": str(v.number),
-                              "state": "READY" if is_loaded else "UNAVAILABLE",
-                              "reason": "" if is_loaded else "unloaded"})
+                              "state": state.state.value, "reason": state.reason or "",
+                              "loaded_bytes": state.size, "pinned": v.pinned})
         return index
 
     @api.post("/repository/models/{name}/load")
     async def repository_load(name: str) -> dict[str, Any]:
         version = await router.resolve(name, None)
-        await cache.load(version)
-        return {"name": name, "version": str(version.number), "state": "READY"}
+        entry = await lifecycle.load(version)
+        return {"name": name, "version": str(version.number), "state": "READY",
+                "loaded_bytes": entry.size}
 
     @api.post("/repository/models/{name}/unload")
     async def repository_unload(name: str) -> dict[str, Any]:
-        await anyio.to_thread.run_sync(registry.get_model, name)  # 404 for an unknown model
-        unloaded = await cache.unload(name)
-        return {"name": name, "unloaded": [str(number) for _, number in unloaded]}
+        unloaded = await lifecycle.unload(name)
+        return {"name": name, "unloaded": [str(number) for number in unloaded]}
 
     return api
 

@@ -66,6 +66,12 @@ def _json_arg(text: str, what: str) -> Any:
               help="Accept pickle/joblib models, which can run code when loaded. [default: off]")
 @click.option("--demo/--no-demo", default=None,
               help="Register the demo models when the registry is empty. [default: off]")
+@click.option("--memory-budget",
+              help="Bytes loaded models may hold, e.g. 512MiB, 2GiB. [default: half the memory "
+                   "the process may use]")
+@click.option("--preload", help="Comma-separated aliases (e.g. production) to load before ready.")
+@click.option("--idle-unload", help="Unload models unused this long, e.g. 30m; 0 disables. [default: 0]")
+@click.option("--load-wait", help="How long a load waits for room in the budget. [default: 10s]")
 @click.option("--max-upload-size", help="Largest model upload, e.g. 2GiB. [default: 2GiB]")
 @click.option("--max-request-size", help="Largest other request body. [default: 64MiB]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
@@ -124,10 +130,15 @@ def list_(ctx: click.Context, name: str | None, as_json: bool) -> None:
     if as_json:
         return _echo_json(model)
     rows = [[v["version"], v["format"], v["size"], v["sha256"][:12], v["created_at"][:19],
-             ",".join(v["aliases"]), "archived" if v["archived"] else ""]
+             ",".join(v["aliases"]), _state(v), v["loaded_bytes"] or ""]
             for v in model["versions"]]
     click.echo(format_table(["VERSION", "FORMAT", "BYTES", "SHA256", "CREATED", "ALIASES",
-                             "STATE"], rows))
+                             "STATE", "LOADED_BYTES"], rows))
+
+
+def _state(version: dict[str, Any]) -> str:
+    state = "ARCHIVED" if version["archived"] else version["state"]
+    return state + (",PINNED" if version["pinned"] else "")
 
 
 def _aliases(aliases: dict[str, int]) -> str:
@@ -152,6 +163,26 @@ def rm(ctx: click.Context, name: str, version: str) -> None:
     """Delete a version that no alias points at."""
     deleted = _call(ctx, "request", "DELETE", f"/api/models/{name}/versions/{version}")
     click.echo(f"deleted {name} version {deleted['deleted']['version']}")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("version")
+@click.pass_context
+def pin(ctx: click.Context, name: str, version: str) -> None:
+    """Load VERSION of NAME now and keep it loaded (never evicted)."""
+    state = _call(ctx, "request", "PUT", f"/api/models/{name}/versions/{version}/pin")
+    click.echo(f"pinned {name} version {state['version']} ({state['loaded_bytes']} bytes loaded)")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("version")
+@click.pass_context
+def unpin(ctx: click.Context, name: str, version: str) -> None:
+    """Let VERSION of NAME be evicted or idle-unloaded again."""
+    state = _call(ctx, "request", "DELETE", f"/api/models/{name}/versions/{version}/pin")
+    click.echo(f"unpinned {name} version {state['version']}")
 
 
 @cli.group()

@@ -23,13 +23,14 @@ class VersionRecord:
     created_at: datetime
     archived: bool
     aliases: tuple[str, ...] = ()
+    pinned: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model, "version": self.number, "sha256": self.sha256,
             "size": self.size, "format": self.format, "signature": self.signature.to_json(),
             "metadata": self.metadata, "created_at": self.created_at.isoformat(),
-            "archived": self.archived, "aliases": list(self.aliases),
+            "archived": self.archived, "aliases": list(self.aliases), "pinned": self.pinned,
         }
 
 

@@ -6,6 +6,7 @@ Every write runs in one transaction, so a crash leaves either all of it or none.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -164,6 +165,21 @@ class Registry:
             self._record(conn, model_id, "version.deleted", {"version": version.number}, actor)
         return version
 
+    def set_pinned(self, name: str, ref: str | int, pinned: bool,
+                   actor: str | None = None) -> VersionRecord:
+        """Mark a version to stay loaded (pinned) or not; recorded as an event when it changes."""
+        version = self.get_version(name, ref)
+        if version.pinned == pinned:
+            return version
+        with self._write() as conn:
+            model_id = self._model_row(conn, name).id
+            conn.execute(t.versions.update().where(t.versions.c.model_id == model_id,
+                                                   t.versions.c.number == version.number)
+                         .values(pinned=pinned))
+            self._record(conn, model_id, "version.pinned" if pinned else "version.unpinned",
+                         {"version": version.number}, actor)
+        return dataclasses.replace(version, pinned=pinned)
+
     def set_alias(self, name: str, alias: str, ref: str | int,
                   actor: str | None = None) -> VersionRecord:
         check_alias_name(alias)
@@ -257,5 +273,5 @@ def _version(model: str, row: Any, aliases: dict[str, int]) -> VersionRecord:
     return VersionRecord(
         model=model, number=row.number, sha256=row.sha256, size=row.size, format=row.format,
         signature=Signature.from_json(row.signature), metadata=row.metadata,
-        created_at=row.created_at, archived=row.archived,
+        created_at=row.created_at, archived=row.archived, pinned=row.pinned,
         aliases=tuple(sorted(a for a, n in aliases.items() if n == row.number)))

@@ -19,6 +19,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -58,6 +59,7 @@ versions = Table(
     Column("metadata", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("archived", Boolean, nullable=False, default=False),
+    Column("pinned", Boolean, nullable=False, default=False, server_default=sa_false()),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
 )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model_manager.serving.cache import LoadedModel, ModelCache
+from model_manager.serving.cache import LoadedModel, ModelCache, State, VersionState
 from model_manager.serving.inference import (
     InferenceRequest,
     InferenceResponse,
@@ -10,6 +10,7 @@ from model_manager.serving.inference import (
     InferOutput,
     RequestedOutput,
 )
+from model_manager.serving.lifecycle import VersionLifecycle
 from model_manager.serving.router import PredictionRouter
 
 __all__ = [
@@ -21,4 +22,7 @@ __all__ = [
     "ModelCache",
     "PredictionRouter",
     "RequestedOutput",
+    "State",
+    "VersionLifecycle",
+    "VersionState",
 ]

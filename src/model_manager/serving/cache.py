@@ -1,55 +1,152 @@
-"""``ModelCache``: loaded models by (name, version), loaded lazily and once.
+"""``ModelCache``: loaded models by (name, version) within a byte budget.
 
-Loads are single-flight: concurrent first requests for a version share one load, which runs in
-a worker thread so the event loop keeps serving. No lock is held across a load, so loads of
-different versions run in parallel. A model in use is never unloaded under a request: removing
-it only marks it, and the last request to finish releases it.
+A sized mapping, a policy and hooks:
+
+- *Sized*: each entry's size is what its load added to the process's resident memory, measured
+  around the load (an estimate from the artifact makes room before loading, then is replaced by
+  the measurement; when another load or unload overlapped, the measurement is muddied and the
+  estimate stands). Loaded sizes plus reservations for loads in progress never exceed the budget.
+- *Single-flight*: concurrent requests for a version that is not loaded share one load, run in a
+  worker thread. No lock is held across a load, so different versions load in parallel.
+- *Policy*: to make room, the least recently used entry is evicted, never one serving a request
+  and never a pinned one. When nothing can be evicted, a load waits a bounded time for room, then
+  fails with Overloaded. A version larger than the whole budget is refused.
+- *Failures*: a failed load is remembered with its reason; further loads of that version are
+  refused until an exponential backoff has passed.
+- *Hooks*: loads, failures and unloads are reported to ``CacheHooks`` (metrics).
+
+Removing an entry that is serving requests only marks it: the last request to finish unloads it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from typing import Protocol
 
 import anyio.to_thread
 
-from model_manager.errors import InvalidArtifact, Unavailable
+from model_manager.errors import Overloaded, Unavailable
 from model_manager.registry.records import VersionRecord
 from model_manager.runtimes.base import Runtime
+from model_manager.serving.memory import process_rss, release_freed_memory
+from model_manager.types import VersionKey
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, int]
+Key = VersionKey
 Loader = Callable[[VersionRecord], Runtime]
+
+
+class State(enum.StrEnum):
+    UNAVAILABLE = "UNAVAILABLE"
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+
+
+class UnloadReason(enum.StrEnum):
+    EVICTED = "evicted"
+    IDLE = "idle"
+    REQUESTED = "requested"
+
+
+class CacheHooks(Protocol):
+    def on_load(self, key: Key, size: int, seconds: float) -> None: ...
+    def on_load_failure(self, key: Key, reason: str) -> None: ...
+    def on_unload(self, key: Key, reason: str) -> None:
+        """``reason`` is an ``UnloadReason`` value."""
+        ...
+
+
+class NoHooks:
+    def on_load(self, key: Key, size: int, seconds: float) -> None:
+        pass
+
+    def on_load_failure(self, key: Key, reason: str) -> None:
+        pass
+
+    def on_unload(self, key: Key, reason: str) -> None:
+        pass
 
 
 @dataclasses.dataclass(eq=False)
 class LoadedModel:
     version: VersionRecord
     runtime: Runtime
+    size: int
     loaded_at: float
     last_used: float
+    pinned: bool = False
     in_flight: int = 0
     removed: bool = False
+    unloaded: bool = False
 
     @property
     def key(self) -> Key:
         return (self.version.model, self.version.number)
 
 
-class ModelCache:
-    """Loaded models, with single-flight lazy loading and unload-after-last-use."""
+@dataclasses.dataclass(frozen=True)
+class VersionState:
+    """What the cache knows of one version, for the repository index and the management API."""
 
-    def __init__(self, loader: Loader, clock: Callable[[], float] = time.monotonic) -> None:
+    state: State
+    reason: str | None = None
+    size: int | None = None
+    pinned: bool = False
+    last_used: float | None = None
+    in_flight: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Failure:
+    reason: str
+    attempts: int
+    retry_at: float
+
+
+def estimate_size(version: VersionRecord) -> int:
+    """Room to make before a first load: the artifact's size with some headroom."""
+    return int(version.size * 1.2) + 1024 * 1024
+
+
+class ModelCache:
+    def __init__(self, loader: Loader, budget: int, *, hooks: CacheHooks | None = None,
+                 estimate: Callable[[VersionRecord], int] = estimate_size,
+                 clock: Callable[[], float] = time.time,
+                 meter: Callable[[], int] = process_rss,
+                 trim: Callable[[], None] = release_freed_memory,
+                 room_wait: float = 10.0, backoff: tuple[float, float] = (1.0, 60.0)) -> None:
+        self.budget = budget
         self._loader = loader
+        self._hooks: CacheHooks = hooks or NoHooks()
+        self._estimate = estimate
         self._clock = clock
+        self._meter = meter
+        self._trim = trim
+        self._room_wait = room_wait
+        self._backoff = backoff
         self._entries: dict[Key, LoadedModel] = {}
         self._loading: dict[Key, asyncio.Future[LoadedModel]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failures: dict[Key, _Failure] = {}
+        self._sizes: dict[Key, int] = {}
+        self._reserved = 0
+        self._clean: dict[Key, bool] = {}
+        self._changed: asyncio.Future[None] | None = None
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    @property
+    def used(self) -> int:
+        """Accounted bytes of loaded models."""
+        return sum(e.size for e in self._entries.values())
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._entries.values())
@@ -57,73 +154,233 @@ class ModelCache:
     def is_loaded(self, model: str, number: int) -> bool:
         return (model, number) in self._entries
 
+    def state_of(self, model: str, number: int) -> VersionState:
+        key = (model, number)
+        entry = self._entries.get(key)
+        if entry is not None:
+            return VersionState(State.READY, None, entry.size, entry.pinned, entry.last_used,
+                                entry.in_flight)
+        if key in self._loading:
+            return VersionState(State.LOADING)
+        failure = self._failures.get(key)
+        if failure is not None:
+            return VersionState(State.FAILED, failure.reason)
+        return VersionState(State.UNAVAILABLE)
+
+    # ---- serving -----------------------------------------------------------------------------
+
     @asynccontextmanager
     async def acquire(self, version: VersionRecord) -> AsyncIterator[LoadedModel]:
-        """The loaded model for ``version``, loading it if needed, held for the block."""
+        """The loaded model for ``version``, loading it if needed; never unloaded under the block."""
         entry = await self.load(version)
+        while entry.removed:  # evicted between its load and this request's turn
+            entry = await self.load(version)
         entry.in_flight += 1
+        entry.last_used = self._clock()
         try:
             yield entry
         finally:
             entry.in_flight -= 1
             entry.last_used = self._clock()
-            if entry.removed and entry.in_flight == 0:
-                await _unload(entry)
+            if entry.in_flight == 0:
+                if entry.removed:
+                    await self._unload(entry, UnloadReason.REQUESTED)
+                self._notify()
 
-    async def load(self, version: VersionRecord) -> LoadedModel:
+    async def load(self, version: VersionRecord, *, pin: bool = False) -> LoadedModel:
         key = (version.model, version.number)
         entry = self._entries.get(key)
+        if entry is None:
+            pending = self._loading.get(key)
+            if pending is None:
+                self._check_backoff(version)
+                pending = asyncio.get_running_loop().create_future()
+                self._loading[key] = pending
+                task = asyncio.create_task(self._load(version, pending))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            entry = await asyncio.shield(pending)
+        if pin:
+            entry.pinned = True
+        return entry
+
+    def unpin(self, model: str, number: int) -> None:
+        entry = self._entries.get((model, number))
         if entry is not None:
-            return entry
-        pending = self._loading.get(key)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._loading[key] = pending
-            task = asyncio.create_task(self._load(version, pending))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(pending)
+            entry.pinned = False
+            self._notify()
 
     async def unload(self, model: str, number: int | None = None) -> list[Key]:
         """Drop a version (or every version of ``model``); each unloads after its last request."""
         keys = [k for k in self._entries if k[0] == model and number in (None, k[1])]
         for key in keys:
-            entry = self._entries.pop(key)
-            entry.removed = True
-            if entry.in_flight == 0:
-                await _unload(entry)
+            await self._remove(self._entries[key], UnloadReason.REQUESTED)
+        self._failures = {k: f for k, f in self._failures.items()
+                          if not (k[0] == model and number in (None, k[1]))}
         return keys
 
+    async def unload_idle(self, max_idle: float) -> list[Key]:
+        """Unload every entry unused for ``max_idle`` seconds that is neither busy nor pinned."""
+        now = self._clock()
+        idle = [e for e in self._entries.values()
+                if not e.pinned and e.in_flight == 0 and now - e.last_used >= max_idle]
+        for entry in idle:
+            await self._remove(entry, UnloadReason.IDLE)
+        return [e.key for e in idle]
+
     async def close(self) -> None:
-        for model, number in list(self._entries):
-            await self.unload(model, number)
+        for entry in list(self._entries.values()):
+            await self._remove(entry, UnloadReason.REQUESTED)
+
+    # ---- loading -----------------------------------------------------------------------------
+
+    def _check_backoff(self, version: VersionRecord) -> None:
+        failure = self._failures.get((version.model, version.number))
+        if failure is not None and self._clock() < failure.retry_at:
+            wait = max(1, round(failure.retry_at - self._clock()))
+            raise Unavailable(f"version {version.number} of {version.model!r} failed to load: "
+                              f"{failure.reason} (next attempt in {wait}s)", retry_after=wait)
 
     async def _load(self, version: VersionRecord, pending: asyncio.Future[LoadedModel]) -> None:
         key = (version.model, version.number)
         try:
-            started = time.perf_counter()
-            runtime = await anyio.to_thread.run_sync(self._loader, version)
-        except BaseException as exc:
-            pending.set_exception(_load_error(version, exc))
+            entry = await self._load_entry(version)
+        except Overloaded as exc:  # no room now: not the model's fault
+            pending.set_exception(exc)
             pending.exception()  # mark it retrieved: if every waiter was cancelled, none will
+        except Exception as exc:
+            pending.set_exception(self._record_failure(version, exc))
+            pending.exception()
         else:
-            now = self._clock()
-            entry = LoadedModel(version, runtime, loaded_at=now, last_used=now)
-            self._entries[key] = entry
-            log.info("loaded %s v%d in %.3fs", version.model, version.number,
-                     time.perf_counter() - started)
+            self._failures.pop(key, None)
             pending.set_result(entry)
         finally:
             del self._loading[key]
 
+    async def _load_entry(self, version: VersionRecord) -> LoadedModel:
+        key = (version.model, version.number)
+        need = self._sizes.get(key) or self._estimate(version)
+        self._check_fits(version, need, "estimated from its artifact")
+        await self._make_room(need)
+        self._reserved += need
+        started = time.perf_counter()
+        try:
+            runtime, measured = await self._measured_load(version)
+        finally:
+            self._reserved -= need
+            self._notify()
+        size = need if measured is None else measured
+        if measured is not None:
+            self._sizes[key] = measured
+        now = self._clock()
+        entry = LoadedModel(version, runtime, size, loaded_at=now, last_used=now)
+        self._entries[key] = entry
+        try:
+            self._check_fits(version, size, "measured")
+            await self._make_room(0, keep=entry)
+        except BaseException:
+            await self._remove(entry, UnloadReason.REQUESTED)
+            raise
+        seconds = time.perf_counter() - started
+        log.info("loaded %s v%d: %d bytes in %.3fs", *key, size, seconds)
+        self._hooks.on_load(key, size, seconds)
+        return entry
 
-def _load_error(version: VersionRecord, exc: BaseException) -> BaseException:
-    if isinstance(exc, InvalidArtifact):
-        return Unavailable(f"version {version.number} of {version.model!r} cannot be loaded: "
-                           f"{exc.message}", retry_after=30)
-    return exc
+    async def _measured_load(self, version: VersionRecord) -> tuple[Runtime, int | None]:
+        """Load in a worker thread; the RSS it added, or None if other loads or unloads overlapped."""
+        key = (version.model, version.number)
+        alone = not self._clean
+        self._disturb()
+        self._clean[key] = alone
 
+        def load() -> tuple[Runtime, int]:
+            self._trim()
+            before = self._meter()
+            runtime = self._loader(version)
+            self._trim()
+            return runtime, self._meter() - before
 
-async def _unload(entry: LoadedModel) -> None:
-    await anyio.to_thread.run_sync(entry.runtime.unload)
-    log.info("unloaded %s v%d", *entry.key)
+        try:
+            runtime, added = await anyio.to_thread.run_sync(load)
+        finally:
+            clean = self._clean.pop(key)
+        return runtime, (max(added, 0) if clean else None)
+
+    def _disturb(self) -> None:
+        """Another load or an unload starts: measurements in progress now see its memory too."""
+        for key in self._clean:
+            self._clean[key] = False
+
+    def _check_fits(self, version: VersionRecord, size: int, how: str) -> None:
+        if size > self.budget:
+            raise Unavailable(f"version {version.number} of {version.model!r} needs {size} bytes "
+                              f"({how}), more than the whole memory budget of {self.budget} bytes; "
+                              "raise --memory-budget", retry_after=60)
+
+    def _record_failure(self, version: VersionRecord, exc: Exception) -> Unavailable:
+        key = (version.model, version.number)
+        reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        attempts = self._failures[key].attempts + 1 if key in self._failures else 1
+        delay = min(self._backoff[0] * 2 ** (attempts - 1), self._backoff[1])
+        self._failures[key] = _Failure(reason, attempts, self._clock() + delay)
+        log.warning("loading %s v%d failed (attempt %d): %s", *key, attempts, reason)
+        self._hooks.on_load_failure(key, reason)
+        if isinstance(exc, Unavailable):
+            return exc
+        return Unavailable(f"version {version.number} of {version.model!r} failed to load: "
+                           f"{reason}", retry_after=max(1, round(delay)))
+
+    # ---- making room -------------------------------------------------------------------------
+
+    async def _make_room(self, need: int, keep: LoadedModel | None = None) -> None:
+        deadline = time.monotonic() + self._room_wait
+        while self.used + self._reserved + need > self.budget:
+            victim = self._lru_victim(keep)
+            if victim is not None:
+                await self._remove(victim, UnloadReason.EVICTED)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Overloaded(
+                    f"the memory budget ({self.budget} bytes) is held by models that are busy or "
+                    f"pinned; {need} more bytes are needed", retry_after=max(1, round(self._room_wait)))
+            await self._wait_for_change(remaining)
+
+    def _lru_victim(self, keep: LoadedModel | None) -> LoadedModel | None:
+        candidates = [e for e in self._entries.values()
+                      if e is not keep and not e.pinned and e.in_flight == 0]
+        return min(candidates, key=lambda e: e.last_used, default=None)
+
+    async def _remove(self, entry: LoadedModel, reason: UnloadReason) -> None:
+        if self._entries.get(entry.key) is entry:
+            del self._entries[entry.key]
+        entry.removed = True
+        if entry.in_flight == 0:
+            await self._unload(entry, reason)
+        self._notify()
+
+    async def _unload(self, entry: LoadedModel, reason: UnloadReason) -> None:
+        if entry.unloaded:
+            return
+        entry.unloaded = True
+        self._disturb()
+
+        def unload() -> None:
+            entry.runtime.unload()
+            self._trim()
+
+        await anyio.to_thread.run_sync(unload)
+        log.info("unloaded %s v%d (%s)", *entry.key, reason.value)
+        self._hooks.on_unload(entry.key, reason)
+
+    def _notify(self) -> None:
+        """Wake loads waiting for room: something was released."""
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+        self._changed = None
+
+    async def _wait_for_change(self, timeout: float) -> None:
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._changed), timeout)

@@ -1,0 +1,125 @@
+"""``VersionLifecycle``: changes that touch both the registry and the loaded models.
+
+Moving an alias is a zero-downtime switch: the new version is loaded and warmed first, then the
+alias moves in one registry transaction, so every later request resolves to the new version while
+requests already running finish on the old one. The old version is then unloaded once drained,
+unless an alias or a pin still points at it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import anyio.to_thread
+import numpy as np
+
+from model_manager.catalog import Catalog
+from model_manager.errors import Conflict, ModelManagerError
+from model_manager.registry import ModelRecord, Registry, VersionRecord
+from model_manager.runtimes import DATATYPES, Runtime
+from model_manager.serving.cache import LoadedModel, ModelCache
+from model_manager.types import Array
+
+log = logging.getLogger(__name__)
+
+
+class VersionLifecycle:
+    def __init__(self, catalog: Catalog, cache: ModelCache) -> None:
+        self._catalog = catalog
+        self._registry: Registry = catalog.registry
+        self._cache = cache
+
+    async def set_alias(self, name: str, alias: str, ref: str | int,
+                        actor: str | None = None) -> VersionRecord:
+        target = await anyio.to_thread.run_sync(self._registry.get_version, name, ref)
+        previous = (await self._model(name)).aliases.get(alias)
+        if previous != target.number and not target.archived:
+            entry = await self._cache.load(target)
+            await anyio.to_thread.run_sync(warm, entry.runtime)
+        record = await anyio.to_thread.run_sync(self._registry.set_alias, name, alias,
+                                                target.number, actor)
+        if previous is not None and previous != target.number:
+            await self._retire(name, previous)
+        return record
+
+    async def delete_alias(self, name: str, alias: str, actor: str | None = None) -> None:
+        previous = (await self._model(name)).aliases.get(alias)
+        await anyio.to_thread.run_sync(self._registry.delete_alias, name, alias, actor)
+        if previous is not None:
+            await self._retire(name, previous)
+
+    async def delete_version(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
+        version = await anyio.to_thread.run_sync(self._registry.get_version, name, ref)
+        if version.pinned:
+            raise Conflict(f"version {version.number} of {name!r} is pinned; unpin it first")
+        deleted = await anyio.to_thread.run_sync(self._catalog.delete_version, name, ref, actor)
+        await self._cache.unload(name, deleted.number)
+        return deleted
+
+    async def pin(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
+        """Keep a version loaded: it is loaded now (it must fit the budget) and never evicted."""
+        version = await anyio.to_thread.run_sync(self._registry.get_version, name, ref)
+        if version.archived:
+            raise Conflict(f"version {version.number} of {name!r} is archived")
+        await self._cache.load(version, pin=True)
+        return await anyio.to_thread.run_sync(self._registry.set_pinned, name, version.number,
+                                              True, actor)
+
+    async def unpin(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
+        version = await anyio.to_thread.run_sync(self._registry.set_pinned, name, ref, False, actor)
+        self._cache.unpin(name, version.number)
+        return version
+
+    async def load(self, version: VersionRecord) -> LoadedModel:
+        return await self._cache.load(version)
+
+    async def unload(self, name: str) -> list[int]:
+        """Unload every loaded version of a model but the pinned ones (those need an unpin)."""
+        model = await self._model(name)
+        pinned = [v.number for v in model.versions if v.pinned]
+        if pinned:
+            raise Conflict(f"{name!r} has pinned version(s) {pinned}; unpin them first")
+        return [number for _, number in await self._cache.unload(name)]
+
+    async def preload(self, aliases: Iterable[str]) -> None:
+        """Load pinned versions and the versions the given aliases point at."""
+        wanted = set(aliases)
+        for model in await anyio.to_thread.run_sync(self._registry.list_models):
+            for version in model.versions:
+                is_aliased = any(a in wanted for a in version.aliases)
+                if version.archived or not (version.pinned or is_aliased):
+                    continue
+                try:
+                    await self._cache.load(version, pin=version.pinned)
+                except ModelManagerError as exc:
+                    log.warning("preloading %s v%d failed: %s", model.name, version.number,
+                                exc.message)
+
+    async def _retire(self, name: str, number: int) -> None:
+        """Unload a version once drained, unless an alias or a pin still holds it."""
+        model = await self._model(name)
+        version = next((v for v in model.versions if v.number == number), None)
+        if version is None or version.aliases or version.pinned:
+            return
+        await self._cache.unload(name, number)
+
+    async def _model(self, name: str) -> ModelRecord:
+        return await anyio.to_thread.run_sync(self._registry.get_model, name)
+
+
+def warm(runtime: Runtime) -> None:
+    """Run one prediction on a synthetic row so the first real request pays no warm-up cost."""
+    try:
+        runtime.predict({spec.name: _zeros(spec.datatype, spec.shape)
+                         for spec in runtime.signature.inputs},
+                        runtime.signature.output_names())
+    except Exception as exc:  # a model may reject zeros; warming is best effort
+        log.info("warm-up prediction failed (%s); serving anyway", exc)
+
+
+def _zeros(datatype: str, shape: tuple[int, ...]) -> Array:
+    dims = tuple(1 if d < 0 else d for d in shape)
+    if datatype == "BYTES":
+        return np.full(dims, b"", dtype=object)
+    return np.zeros(dims, dtype=DATATYPES[datatype])

@@ -1,0 +1,63 @@
+"""Prometheus metrics, in a registry of their own per server (no module-level state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from model_manager.types import VersionKey
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+_LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """The server's metrics; also the model cache's hooks."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ["model", "version"]
+        self.loads = Counter("model_manager_loads", "Model versions loaded into memory.", labels,
+                             registry=self.registry)
+        self.load_failures = Counter("model_manager_load_failures",
+                                     "Loads that failed.", labels, registry=self.registry)
+        self.load_seconds = Histogram("model_manager_load_seconds", "Time to load a version.",
+                                      buckets=_LOAD_BUCKETS, registry=self.registry)
+        self.evictions = Counter("model_manager_evictions",
+                                 "Versions evicted to keep within the memory budget.", labels,
+                                 registry=self.registry)
+        self.unloads = Counter("model_manager_unloads", "Versions unloaded, by reason.",
+                               [*labels, "reason"], registry=self.registry)
+        self.loaded_bytes = Gauge("model_manager_loaded_bytes",
+                                  "Accounted memory of the loaded versions.", registry=self.registry)
+        self.loaded_models = Gauge("model_manager_loaded_models", "Versions loaded now.",
+                                   registry=self.registry)
+        self.memory_budget = Gauge("model_manager_memory_budget_bytes",
+                                   "Memory the loaded versions may hold in all.",
+                                   registry=self.registry)
+
+    def watch_cache(self, used: Callable[[], float], count: Callable[[], float],
+                    budget: int) -> None:
+        self.loaded_bytes.set_function(used)
+        self.loaded_models.set_function(count)
+        self.memory_budget.set(budget)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # CacheHooks
+
+    def on_load(self, key: VersionKey, size: int, seconds: float) -> None:
+        self.loads.labels(key[0], str(key[1])).inc()
+        self.load_seconds.observe(seconds)
+
+    def on_load_failure(self, key: VersionKey, reason: str) -> None:
+        self.load_failures.labels(key[0], str(key[1])).inc()
+
+    def on_unload(self, key: VersionKey, reason: str) -> None:
+        self.unloads.labels(key[0], str(key[1]), reason).inc()
+        if reason == "evicted":
+            self.evictions.labels(key[0], str(key[1])).inc()
