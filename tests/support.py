@@ -25,7 +25,8 @@ def free_port() -> int:
 class ServerProcess:
     """``model-manager serve`` in a subprocess, on a free port, with its own data dir."""
 
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
+                 wait_ready: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -34,9 +35,10 @@ class ServerProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, **(env or {})})
-        self._wait_ready()
+        if wait_ready:
+            self.wait_ready()
 
-    def _wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

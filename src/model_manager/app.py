@@ -24,6 +24,7 @@ from model_manager.catalog import Catalog
 from model_manager.registry import Registry
 from model_manager.runtimes import LoadOptions
 from model_manager.serving import ModelCache, PredictionRouter, VersionLifecycle
+from model_manager.serving.memory import tune_allocator
 from model_manager.settings import Settings
 from model_manager.store import open_store
 from model_manager.telemetry import Metrics
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_allocator()
         await anyio.to_thread.run_sync(registry.migrate)
         if settings.demo:
             await anyio.to_thread.run_sync(_register_demo, catalog)

@@ -3,6 +3,10 @@
 A model's size is what its load adds to the process's RSS. For that to be honest in both
 directions, memory freed by an unload must go back to the system: glibc keeps freed heap pages
 unless ``malloc_trim`` asks it to return them, so the cache trims after each load and unload.
+And glibc's default raises its mmap threshold each time a large block is freed, after which
+large blocks (model weights) come from per-thread arenas whose tops ``malloc_trim`` does not
+shrink: a later load then reuses that memory and measures as nothing. ``tune_allocator`` fixes
+the threshold so large blocks are always mapped and unmapped on their own.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import ctypes
 import ctypes.util
 import functools
 import os
+
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+_LARGE_BLOCK = 1024 * 1024
 
 
 def process_rss() -> int:
@@ -26,10 +33,23 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+def tune_allocator() -> None:
+    """Serve blocks of 1 MiB and more by mmap, so freeing them returns them to the system."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _LARGE_BLOCK)
+
+
 @functools.cache
-def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "mallopt") else None
+    except OSError:
         return None
+
+
+def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    libc = _libc()
+    return getattr(libc, "malloc_trim", None)  # glibc only: not musl, not macOS
