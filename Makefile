@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
 
-.PHONY: install serve test lint clean
+.PHONY: install serve test lint bench clean
 
 install: $(STAMP)
 
@@ -28,3 +28,7 @@ test: lint
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks, never part of `make test`; results are appended to bench/results/*.jsonl.
+bench: install
+	$(BIN)/python bench/cache.py
