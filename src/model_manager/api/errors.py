@@ -47,7 +47,11 @@ async def _domain(request: Request, exc: errors.ModelManagerError) -> JSONRespon
     headers = None
     if isinstance(exc, errors.Unavailable):
         headers = {"Retry-After": str(exc.retry_after)}
-    return error_response(status_of(exc), exc.message, headers)
+    status = status_of(exc)
+    if status >= 500:  # the server could not serve; client mistakes are not logged
+        log.warning("request failed: status=%d method=%s path=%s error=%s", status,
+                    request.method, request.url.path, exc.message)
+    return error_response(status, exc.message, headers)
 
 
 async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -64,5 +68,6 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _bug(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("request failed: status=500 method=%s path=%s error=unhandled %s",
+                  request.method, request.url.path, type(exc).__name__)
     return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
