@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -21,13 +22,16 @@ from model_manager.api import (
     v2_routes,
 )
 from model_manager.catalog import Catalog
+from model_manager.health import HealthMonitor, Thresholds
 from model_manager.registry import Registry
 from model_manager.runtimes import LoadOptions
-from model_manager.serving import ModelCache, PredictionRouter, VersionLifecycle
+from model_manager.serving import LoadedModel, ModelCache, PredictionRouter, VersionLifecycle
+from model_manager.serving.cache import HookFanout
+from model_manager.serving.lifecycle import warm
 from model_manager.serving.memory import tune_allocator
 from model_manager.settings import Settings
 from model_manager.store import open_store
-from model_manager.telemetry import Metrics
+from model_manager.telemetry import EventLog, Metrics, UsageRecorder, UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +39,25 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     registry = Registry.from_url(settings.resolved_db_url)
     store = open_store(settings.resolved_store_url)
+    events = EventLog()
     catalog = Catalog(registry, store, LoadOptions(allow_pickle=settings.allow_pickle),
-                      settings.max_upload_size)
+                      settings.max_upload_size, events)
     metrics = Metrics()
-    cache = ModelCache(catalog.load_runtime, settings.memory_budget, hooks=metrics,
-                       room_wait=settings.load_wait)
+    usage = UsageRecorder(UsageStore(registry), metrics, events)
+
+    async def after_load(entry: LoadedModel) -> None:
+        if await health.probe(entry) is None:  # a probe warms the model; else one dry run does
+            await anyio.to_thread.run_sync(warm, entry.runtime)
+
+    cache = ModelCache(catalog.load_runtime, settings.memory_budget,
+                       hooks=HookFanout([metrics, events]), room_wait=settings.load_wait,
+                       after_load=after_load)
+    health = HealthMonitor(cache, usage, events, Thresholds(
+        settings.health_max_error_rate, settings.health_max_invalid_rate, settings.health_max_p99),
+        settings.health_window)
     metrics.watch_cache(lambda: cache.used, lambda: len(cache.loaded()), settings.memory_budget)
-    router = PredictionRouter(registry, cache)
-    lifecycle = VersionLifecycle(catalog, cache)
+    router = PredictionRouter(registry, cache, usage, settings.predict_timeout)
+    lifecycle = VersionLifecycle(catalog, cache, health, events)
     readiness = Readiness()
 
     @asynccontextmanager
@@ -55,9 +70,13 @@ def create_app(settings: Settings) -> FastAPI:
                  "%d bytes)", __version__, settings.host, settings.port,
                  registry.engine.url.render_as_string(), settings.resolved_store_url,
                  settings.memory_budget)
-        tasks = [asyncio.create_task(_start_up(lifecycle, settings, readiness))]
+        tasks = [asyncio.create_task(_start_up(lifecycle, settings, readiness)),
+                 asyncio.create_task(_every(settings.usage_flush_interval, _flush, usage))]
         if settings.idle_unload > 0:
-            tasks.append(asyncio.create_task(_unload_idle(cache, settings.idle_unload)))
+            tasks.append(asyncio.create_task(
+                _every(min(settings.idle_unload / 4, 30.0), cache.unload_idle, settings.idle_unload)))
+        if settings.probe_interval > 0:
+            tasks.append(asyncio.create_task(_every(settings.probe_interval, health.probe_loaded)))
         try:
             yield
         finally:
@@ -65,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await _flush(usage)
             await cache.close()
             registry.close()
 
@@ -72,7 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(v2_routes(router, registry, cache, lifecycle, readiness))
-    app.include_router(management_routes(catalog, lifecycle, cache))
+    app.include_router(management_routes(catalog, lifecycle, cache, usage, health))
     app.include_router(metrics_routes(metrics))
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)
@@ -86,10 +106,18 @@ async def _start_up(lifecycle: VersionLifecycle, settings: Settings, readiness: 
     readiness.set(True)
 
 
-async def _unload_idle(cache: ModelCache, max_idle: float) -> None:
+async def _every(seconds: float, work: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    """Run ``work`` every ``seconds``; a failure is logged and the next round still runs."""
     while True:
-        await asyncio.sleep(min(max_idle / 4, 30.0))
-        await cache.unload_idle(max_idle)
+        await asyncio.sleep(seconds)
+        try:
+            await work(*args)
+        except Exception:
+            log.exception("periodic %s failed", getattr(work, "__name__", work))
+
+
+async def _flush(usage: UsageRecorder) -> None:
+    await anyio.to_thread.run_sync(usage.flush)
 
 
 def _register_demo(catalog: Catalog) -> None:

@@ -17,18 +17,23 @@ from collections.abc import Iterable
 from typing import Any
 
 from model_manager.errors import InvalidInput
+from model_manager.probes import Probe
 from model_manager.registry import Registry, VersionRecord, check_model_name
 from model_manager.runtimes import LoadOptions, Runtime, Signature, detect_format, get_format
+from model_manager.serving.memory import release_freed_memory
+from model_manager.serving.validation import OutputRules
 from model_manager.store import ArtifactStore, stage_stream
+from model_manager.telemetry.events import EventLog
 
 
 class Catalog:
     def __init__(self, registry: Registry, store: ArtifactStore, options: LoadOptions,
-                 max_upload_size: int) -> None:
+                 max_upload_size: int, events: EventLog | None = None) -> None:
         self.registry = registry
         self.store = store
         self.options = options
         self.max_upload_size = max_upload_size
+        self._events = events
         self._blobs = threading.Lock()
 
     def add_version(self, name: str, chunks: Iterable[bytes], *, filename: str = "",
@@ -38,6 +43,8 @@ class Catalog:
         check_model_name(name)
         metadata = dict(metadata or {})
         override = Signature.from_json(metadata["signature"]) if "signature" in metadata else None
+        OutputRules.from_metadata(metadata)  # malformed checks are refused now, not at serve time
+        Probe.from_metadata(metadata)
         staged = stage_stream(chunks, self.store.staging_dir, self.max_upload_size)
         try:
             fmt = detect_format(staged.path, filename, format)
@@ -46,10 +53,15 @@ class Catalog:
             runtime.unload()
             with self._blobs:
                 self.store.put(staged)
-                return self._register(name, staged.sha256, staged.size, fmt.name, signature,
-                                      metadata, actor)
+                version = self._register(name, staged.sha256, staged.size, fmt.name, signature,
+                                         metadata, actor)
         finally:
             staged.discard()
+        release_freed_memory()  # the check load is gone: give its memory back
+        if self._events is not None:
+            self._events.emit("upload", model=name, version=version.number, sha256=version.sha256,
+                              bytes=version.size, format=version.format)
+        return version
 
     def delete_version(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
         with self._blobs:

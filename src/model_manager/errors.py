@@ -14,7 +14,9 @@
     │   └── UnsafeArtifact           a format that can run code on load (pickle), not allowed
     ├── Unavailable                  cannot serve now; the caller may retry later
     │   └── Overloaded               no capacity now (memory budget full of busy or pinned models)
+    ├── PredictionTimeout            a prediction ran past the timeout
     └── ModelError                   the model itself failed while predicting
+        └── InvalidOutput            the model's output breaks its signature or constraints
 """
 
 from __future__ import annotations
@@ -78,3 +80,11 @@ class Overloaded(Unavailable):
 
 class ModelError(ModelManagerError):
     """The model raised while predicting."""
+
+
+class InvalidOutput(ModelError):
+    """The model answered with output that breaks its signature or its declared constraints."""
+
+
+class PredictionTimeout(ModelManagerError):
+    """A prediction ran longer than the configured timeout."""

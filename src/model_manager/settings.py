@@ -100,6 +100,18 @@ class Settings:
     """Seconds after which an unused model is unloaded; 0 disables."""
     load_wait: float = 10.0
     """Seconds a request waits for room in the budget when every loaded model is busy or pinned."""
+    predict_timeout: float = 30.0
+    """Seconds a prediction may run before the caller gets 504."""
+    usage_flush_interval: float = 5.0
+    """Seconds between writes of usage counts to the registry (a crash loses at most this)."""
+    probe_interval: float = 300.0
+    """Seconds between golden probes of loaded versions; 0 disables (they still run on load)."""
+    health_window: float = 300.0
+    """Seconds of recent requests that health looks at."""
+    health_max_error_rate: float = 0.05
+    health_max_invalid_rate: float = 0.01
+    health_max_p99: float = 1.0
+    """Seconds; a version's p99 over the window above this makes it degraded."""
     max_upload_size: int = 2 * 1024**3
     max_request_size: int = 64 * 1024**2
     log_level: str = "info"
@@ -131,7 +143,8 @@ class Settings:
 
 
 _SIZES = {"memory_budget", "max_upload_size", "max_request_size"}
-_DURATIONS = {"idle_unload", "load_wait"}
+_DURATIONS = {"idle_unload", "load_wait", "predict_timeout", "usage_flush_interval",
+              "probe_interval", "health_window", "health_max_p99"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -142,6 +155,8 @@ def _coerce(name: str, value: Any) -> Any:
         return parse_duration(value)
     if isinstance(kind, bool):
         return parse_bool(value)
+    if isinstance(kind, float):
+        return float(value)
     if isinstance(kind, int):
         return int(value)
     if isinstance(kind, Path):

@@ -270,4 +270,5 @@ def test_migrated_schema_differs_from_an_empty_database(tmp_path: Path) -> None:
             diff = compare_metadata(MigrationContext.configure(conn), t.metadata)
     finally:
         engine.dispose()
-    assert {d[1].name for d in diff if d[0] == "add_table"} == {"models", "versions", "aliases", "events"}
+    assert {d[1].name for d in diff if d[0] == "add_table"} == {"models", "versions", "aliases", "events",
+                                                                 "usage_daily"}

@@ -21,6 +21,7 @@ STATUS: dict[type[errors.ModelManagerError], int] = {
     errors.TooLarge: 413,
     errors.InvalidArtifact: 400,
     errors.Unavailable: 503,
+    errors.PredictionTimeout: 504,
     errors.ModelError: 500,
 }
 

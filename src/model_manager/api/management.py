@@ -6,22 +6,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, StrictInt
 from starlette.datastructures import UploadFile
 
 from model_manager.catalog import Catalog, parse_metadata
 from model_manager.errors import InvalidInput
+from model_manager.health import HealthMonitor
 from model_manager.registry import VersionRecord, check_model_name
 from model_manager.serving import ModelCache, VersionLifecycle
 from model_manager.store import iter_file
+from model_manager.telemetry import UsageRecorder, usage_report
 
 
 class AliasBody(BaseModel):
     version: StrictInt | str
+    force: bool = False
+    """Point production at a version whose golden probe fails."""
 
 
-def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: ModelCache) -> APIRouter:
+def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: ModelCache,
+                      usage: UsageRecorder, health: HealthMonitor) -> APIRouter:
     api = APIRouter(prefix="/api")
     registry = catalog.registry
 
@@ -66,7 +71,7 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
 
     @api.put("/models/{name}/aliases/{alias}")
     async def set_alias(name: str, alias: str, body: AliasBody) -> dict[str, Any]:
-        record = await lifecycle.set_alias(name, alias, body.version)
+        record = await lifecycle.set_alias(name, alias, body.version, force=body.force)
         return {"model": name, "alias": alias, "version": record.number}
 
     @api.delete("/models/{name}/aliases/{alias}", status_code=204)
@@ -82,12 +87,28 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
     async def unpin(name: str, version: str) -> dict[str, Any]:
         return with_state(await lifecycle.unpin(name, version))
 
+    @api.get("/models/{name}/usage")
+    async def model_usage(name: str, days: int = Query(30, ge=1, le=90)) -> dict[str, Any]:
+        await anyio.to_thread.run_sync(registry.get_model, name)  # 404 for an unknown model
+        by_version = await anyio.to_thread.run_sync(usage.usage, name, days)
+        return usage_report(name, by_version)
+
+    @api.get("/models/{name}/health")
+    async def model_health(name: str) -> dict[str, Any]:
+        model = await anyio.to_thread.run_sync(registry.get_model, name)
+        versions = [health.version_health(v) for v in model.versions if not v.archived]
+        worst = min((v["status"] for v in versions), key=_STATUS_ORDER.index, default="unknown")
+        return {"model": name, "status": worst, "versions": versions}
+
     @api.get("/models/{name}/events")
     async def events(name: str) -> list[dict[str, Any]]:
         records = await anyio.to_thread.run_sync(registry.list_events, name)
         return [e.to_json() for e in records]
 
     return api
+
+
+_STATUS_ORDER = ["unhealthy", "degraded", "healthy", "idle", "unknown"]
 
 
 def _iso(timestamp: float | None) -> str | None:

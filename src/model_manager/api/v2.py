@@ -62,16 +62,22 @@ def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache,
 
     @api.get("/models/{name}/ready")
     @api.get("/models/{name}/versions/{version}/ready")
-    async def model_ready(name: str, version: str | None = None) -> dict[str, Any]:
-        # Servable is ready: a version that is not loaded yet loads on its first request.
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        # Ready means servable: loadable (a version not loaded yet loads on its first request)
+        # and not failed.
         resolved = await router.resolve(name, version)
-        return {"name": name, "version": str(resolved.number), "ready": True}
+        state = cache.state_of(name, resolved.number)
+        body = {"name": name, "version": str(resolved.number), "ready": state.state is not State.FAILED}
+        if state.state is State.FAILED:
+            return JSONResponse({**body, "reason": state.reason}, 503)
+        return JSONResponse(body)
 
     @api.post("/models/{name}/infer")
     @api.post("/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        infer_request = decode_request(await request.body(), request.headers.get(HEADER_LENGTH))
-        result = await router.predict(name, version, infer_request)
+        raw, header_length = await request.body(), request.headers.get(HEADER_LENGTH)
+        infer_request, result = await router.predict(
+            name, version, lambda: decode_request(raw, header_length))
         body, headers = encode_response(result, infer_request)
         return Response(body, headers=headers)
 

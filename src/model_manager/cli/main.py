@@ -72,6 +72,13 @@ def _json_arg(text: str, what: str) -> Any:
 @click.option("--preload", help="Comma-separated aliases (e.g. production) to load before ready.")
 @click.option("--idle-unload", help="Unload models unused this long, e.g. 30m; 0 disables. [default: 0]")
 @click.option("--load-wait", help="How long a load waits for room in the budget. [default: 10s]")
+@click.option("--predict-timeout", help="Longest a prediction may run (504 after). [default: 30s]")
+@click.option("--usage-flush-interval", help="How often usage counts are saved. [default: 5s]")
+@click.option("--probe-interval", help="How often loaded versions' golden probes run. [default: 5m]")
+@click.option("--health-window", help="Recent requests health looks at. [default: 5m]")
+@click.option("--health-max-error-rate", type=float, help="Degraded above this. [default: 0.05]")
+@click.option("--health-max-invalid-rate", type=float, help="Degraded above this. [default: 0.01]")
+@click.option("--health-max-p99", help="Degraded when p99 is above this, e.g. 500ms. [default: 1s]")
 @click.option("--max-upload-size", help="Largest model upload, e.g. 2GiB. [default: 2GiB]")
 @click.option("--max-request-size", help="Largest other request body. [default: 64MiB]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
@@ -194,10 +201,11 @@ def alias() -> None:
 @click.argument("name")
 @click.argument("alias_name", metavar="ALIAS")
 @click.argument("version")
+@click.option("--force", is_flag=True, help="Point production at a version whose probe fails.")
 @click.pass_context
-def alias_set(ctx: click.Context, name: str, alias_name: str, version: str) -> None:
+def alias_set(ctx: click.Context, name: str, alias_name: str, version: str, force: bool) -> None:
     """Point ALIAS of model NAME at VERSION (a number or another alias)."""
-    body = {"version": int(version) if version.isdigit() else version}
+    body = {"version": int(version) if version.isdigit() else version, "force": force}
     result = _call(ctx, "request", "PUT", f"/api/models/{name}/aliases/{alias_name}", json=body)
     click.echo(f"{name}@{alias_name} -> {result['version']}")
 
@@ -238,3 +246,46 @@ def predict(ctx: click.Context, name: str, input_: str, input_name: str | None,
                for o in result["outputs"]}
     _echo_json({"model_name": result["model_name"], "model_version": result["model_version"],
                 "outputs": outputs})
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--days", type=click.IntRange(1, 90), default=30, show_default=True)
+@click.option("--daily", is_flag=True, help="Also print one row per version and day.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def usage(ctx: click.Context, name: str, days: int, daily: bool, as_json: bool) -> None:
+    """Requests, errors by kind, latency percentiles and first/last use of model NAME."""
+    report = _call(ctx, "request", "GET", f"/api/models/{name}/usage", params={"days": days})
+    if as_json:
+        return _echo_json(report)
+    headers = ["VERSION", "REQUESTS", "ERRORS", "P50_MS", "P95_MS", "P99_MS", "FIRST_USED",
+               "LAST_USED"]
+    rows = [[v["version"], v["requests"], _errors(v), v["p50_ms"], v["p95_ms"], v["p99_ms"],
+             v["first_used"] or "never", v["last_used"] or "never"] for v in report["versions"]]
+    click.echo(format_table(headers, rows))
+    if daily:
+        rows = [[v["version"], d["day"], d["requests"], _errors(d), d["p50_ms"], d["p99_ms"]]
+                for v in report["versions"] for d in v["days"]]
+        click.echo("\n" + format_table(["VERSION", "DAY", "REQUESTS", "ERRORS", "P50_MS",
+                                         "P99_MS"], rows))
+
+
+def _errors(counts: dict[str, Any]) -> str:
+    kinds = ",".join(f"{kind}={n}" for kind, n in counts["errors_by_kind"].items() if n)
+    return f"{counts['errors']}" + (f" ({kinds})" if kinds else "")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def health(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """Health of model NAME's versions (or of every model) with the reasons behind it."""
+    names = [name] if name else [m["name"] for m in _call(ctx, "request", "GET", "/api/models")]
+    reports = [_call(ctx, "request", "GET", f"/api/models/{n}/health") for n in names]
+    if as_json:
+        return _echo_json(reports if name is None else reports[0])
+    rows = [[r["model"], v["version"], v["status"].upper(), v["requests"], v["p99_ms"],
+             "; ".join(v["reasons"])] for r in reports for v in r["versions"]]
+    click.echo(format_table(["MODEL", "VERSION", "STATUS", "REQUESTS", "P99_MS", "REASONS"], rows))

@@ -214,6 +214,12 @@ class Registry:
     # ---- helpers -----------------------------------------------------------------------------
 
     @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """One write transaction (serialised with other writers on SQLite)."""
+        with self._write() as conn:
+            yield conn
+
+    @contextmanager
     def _write(self) -> Iterator[Connection]:
         with self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
             yield conn

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Integer,
@@ -80,4 +81,14 @@ events = Table(
     Column("details", JSON, nullable=False),
     Column("actor", String(128), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+usage_daily = Table(
+    "usage_daily", metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("counts", JSON, nullable=False),
+    Column("first_used", UTCDateTime, nullable=True),
+    Column("last_used", UTCDateTime, nullable=True),
 )

@@ -25,7 +25,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Protocol
 
@@ -62,6 +62,25 @@ class CacheHooks(Protocol):
     def on_unload(self, key: Key, reason: str) -> None:
         """``reason`` is an ``UnloadReason`` value."""
         ...
+
+
+class HookFanout:
+    """Several hooks as one: each event goes to each, in order."""
+
+    def __init__(self, hooks: Sequence[CacheHooks]) -> None:
+        self._hooks = hooks
+
+    def on_load(self, key: Key, size: int, seconds: float) -> None:
+        for hook in self._hooks:
+            hook.on_load(key, size, seconds)
+
+    def on_load_failure(self, key: Key, reason: str) -> None:
+        for hook in self._hooks:
+            hook.on_load_failure(key, reason)
+
+    def on_unload(self, key: Key, reason: str) -> None:
+        for hook in self._hooks:
+            hook.on_unload(key, reason)
 
 
 class NoHooks:
@@ -122,10 +141,12 @@ class ModelCache:
                  clock: Callable[[], float] = time.time,
                  meter: Callable[[], int] = process_rss,
                  trim: Callable[[], None] = release_freed_memory,
-                 room_wait: float = 10.0, backoff: tuple[float, float] = (1.0, 60.0)) -> None:
+                 room_wait: float = 10.0, backoff: tuple[float, float] = (1.0, 60.0),
+                 after_load: Callable[[LoadedModel], Awaitable[None]] | None = None) -> None:
         self.budget = budget
         self._loader = loader
         self._hooks: CacheHooks = hooks or NoHooks()
+        self._after_load = after_load
         self._estimate = estimate
         self._clock = clock
         self._meter = meter
@@ -281,6 +302,11 @@ class ModelCache:
         except BaseException:
             await self._remove(entry, UnloadReason.REQUESTED)
             raise
+        if self._after_load is not None:  # warm-up and golden probe, before the first request
+            try:
+                await self._after_load(entry)
+            except Exception:
+                log.exception("after-load work for %s v%d failed", *key)
         seconds = time.perf_counter() - started
         log.info("loaded %s v%d: %d bytes in %.3fs", *key, size, seconds)
         self._hooks.on_load(key, size, seconds)

@@ -10,35 +10,62 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
 import anyio.to_thread
 import numpy as np
 
-from model_manager.catalog import Catalog
 from model_manager.errors import Conflict, ModelManagerError
 from model_manager.registry import ModelRecord, Registry, VersionRecord
 from model_manager.runtimes import DATATYPES, Runtime
 from model_manager.serving.cache import LoadedModel, ModelCache
-from model_manager.types import Array
+from model_manager.telemetry.events import EventLog
+from model_manager.types import Array, VersionKey
+
+if TYPE_CHECKING:  # the catalog validates uploads with serving's rules: no import cycle
+    from model_manager.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
 
+class ProbeResults(Protocol):
+    def last_probe(self, key: VersionKey) -> ProbeOutcome | None: ...
+
+
+class ProbeOutcome(Protocol):
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def detail(self) -> str: ...
+
+
 class VersionLifecycle:
-    def __init__(self, catalog: Catalog, cache: ModelCache) -> None:
+    def __init__(self, catalog: Catalog, cache: ModelCache, probes: ProbeResults,
+                 events: EventLog) -> None:
         self._catalog = catalog
         self._registry: Registry = catalog.registry
         self._cache = cache
+        self._probes = probes
+        self._events = events
 
-    async def set_alias(self, name: str, alias: str, ref: str | int,
+    async def set_alias(self, name: str, alias: str, ref: str | int, *, force: bool = False,
                         actor: str | None = None) -> VersionRecord:
+        """Point ``alias`` at a version, loaded (warmed and probed) first. ``production`` refuses
+        a version whose golden probe fails, unless ``force``."""
         target = await anyio.to_thread.run_sync(self._registry.get_version, name, ref)
         previous = (await self._model(name)).aliases.get(alias)
         if previous != target.number and not target.archived:
-            entry = await self._cache.load(target)
-            await anyio.to_thread.run_sync(warm, entry.runtime)
+            await self._cache.load(target)
+            probe = self._probes.last_probe((name, target.number))
+            if alias == "production" and probe is not None and not probe.passed and not force:
+                raise Conflict(f"version {target.number} of {name!r} fails its golden probe "
+                               f"({probe.detail}); it cannot serve production unless forced")
         record = await anyio.to_thread.run_sync(self._registry.set_alias, name, alias,
                                                 target.number, actor)
+        if previous != target.number:
+            self._events.emit("alias_change", model=name, alias=alias, version=target.number,
+                              previous=previous, forced=force)
         if previous is not None and previous != target.number:
             await self._retire(name, previous)
         return record
@@ -63,12 +90,14 @@ class VersionLifecycle:
         if version.archived:
             raise Conflict(f"version {version.number} of {name!r} is archived")
         await self._cache.load(version, pin=True)
+        self._events.emit("pin", model=name, version=version.number, pinned=True)
         return await anyio.to_thread.run_sync(self._registry.set_pinned, name, version.number,
                                               True, actor)
 
     async def unpin(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
         version = await anyio.to_thread.run_sync(self._registry.set_pinned, name, ref, False, actor)
         self._cache.unpin(name, version.number)
+        self._events.emit("pin", model=name, version=version.number, pinned=False)
         return version
 
     async def load(self, version: VersionRecord) -> LoadedModel:

@@ -1,24 +1,38 @@
 """``PredictionRouter``: the path of one prediction, top to bottom.
 
-resolve (name + version | alias | default route) -> acquire (loaded model) -> validate inputs
--> predict (in a worker thread) -> type outputs.
+resolve (name + version | alias | default route) -> track (usage, latency, outcome) -> decode
+-> acquire (loaded model) -> check inputs -> predict (worker thread, timeout) -> check outputs.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
+
+import anyio
 import anyio.to_thread
 
-from model_manager.errors import NotFound
+from model_manager.errors import InvalidOutput, NotFound, PredictionTimeout
 from model_manager.registry import Registry, VersionRecord
-from model_manager.serving.cache import ModelCache
-from model_manager.serving.inference import InferenceRequest, InferenceResponse
-from model_manager.serving.validation import check_inputs, select_outputs, type_outputs
+from model_manager.serving.cache import LoadedModel, ModelCache
+from model_manager.serving.inference import InferenceRequest, InferenceResponse, InferOutput
+from model_manager.serving.validation import OutputRules, check_inputs, check_outputs, select_outputs
+from model_manager.telemetry.usage import Tracking, UsageRecorder
+from model_manager.types import Array, Tensors, VersionKey
+
+# Predictions one version may run at once; a hung model holds at most these worker threads.
+PER_VERSION_THREADS = 4
 
 
 class PredictionRouter:
-    def __init__(self, registry: Registry, cache: ModelCache) -> None:
+    def __init__(self, registry: Registry, cache: ModelCache, usage: UsageRecorder,
+                 predict_timeout: float) -> None:
         self._registry = registry
         self._cache = cache
+        self._usage = usage
+        self._timeout = predict_timeout
+        self._limiters: dict[VersionKey, anyio.CapacityLimiter] = {}
+        self._rules: dict[VersionKey, OutputRules] = {}
 
     async def resolve(self, name: str, ref: str | None) -> VersionRecord:
         """The servable version ``ref`` names (a number or an alias; None: the default route)."""
@@ -27,13 +41,46 @@ class PredictionRouter:
             raise NotFound(f"version {version.number} of {name!r} is archived")
         return version
 
-    async def predict(self, name: str, ref: str | None,
-                      request: InferenceRequest) -> InferenceResponse:
+    async def predict(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest]
+                      ) -> tuple[InferenceRequest, InferenceResponse]:
+        """Serve one request; ``decode`` parses its body once the version is known (so a
+        malformed body counts against that version as bad input)."""
         version = await self.resolve(name, ref)
-        async with self._cache.acquire(version) as model:
-            signature = model.runtime.signature
-            inputs = check_inputs(signature, request)
-            names = select_outputs(signature, request)
-            results = await anyio.to_thread.run_sync(model.runtime.predict, inputs, names)
-        outputs = type_outputs(signature, names, results)
-        return InferenceResponse(name, version.number, tuple(outputs), request.id)
+        with self._usage.track((name, version.number)) as tracking:
+            request = decode()
+            async with self._cache.acquire(version) as model:
+                signature = model.runtime.signature
+                inputs = check_inputs(signature, request)
+                names = select_outputs(signature, request)
+                results = await self._run(model, inputs, names, tracking)
+            outputs = self._checked(model, names, results, tracking)
+        return request, InferenceResponse(name, version.number, tuple(outputs), request.id)
+
+    async def _run(self, model: LoadedModel, inputs: Tensors, names: Sequence[str],
+                   tracking: Tracking) -> dict[str, Array]:
+        limiter = self._limiters.setdefault(model.key, anyio.CapacityLimiter(PER_VERSION_THREADS))
+        started = time.perf_counter()
+        try:
+            with anyio.fail_after(self._timeout):
+                return await anyio.to_thread.run_sync(model.runtime.predict, inputs, names,
+                                                      limiter=limiter, abandon_on_cancel=True)
+        except TimeoutError:
+            raise PredictionTimeout(f"version {model.key[1]} of {model.key[0]!r} took longer than "
+                                    f"the {self._timeout:g}s prediction timeout") from None
+        finally:
+            tracking.inference = time.perf_counter() - started
+
+    def _checked(self, model: LoadedModel, names: Sequence[str], results: Tensors,
+                 tracking: Tracking) -> list[InferOutput]:
+        """Outputs that pass the version's checks; violations are rejected or flagged per policy."""
+        rules = self._rules.get(model.key)
+        if rules is None:
+            rules = self._rules[model.key] = OutputRules.from_metadata(model.version.metadata)
+        outputs, violations = check_outputs(model.runtime.signature, rules, names, results)
+        rejected = [v.message for v in violations if rules.rejects(v)]
+        if rejected:
+            raise InvalidOutput("the model's output was rejected: " + "; ".join(rejected))
+        if violations:
+            tracking.outcome = "invalid_output"
+            tracking.detail = "; ".join(v.message for v in violations)
+        return outputs

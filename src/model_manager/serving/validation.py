@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from model_manager.errors import ModelError, SignatureMismatch
+from model_manager.errors import InvalidArtifact, InvalidOutput, SignatureMismatch
 from model_manager.runtimes.signature import DATATYPES, Signature, TensorSpec
 from model_manager.serving.inference import InferenceRequest, InferOutput
 from model_manager.types import Array, Tensors
@@ -49,15 +51,110 @@ def select_outputs(signature: Signature, request: InferenceRequest) -> list[str]
     return [o.name for o in request.outputs]
 
 
-def type_outputs(signature: Signature, names: Sequence[str], results: Tensors) -> list[InferOutput]:
-    """Outputs cast to the signature's datatypes; a missing output is the model's fault."""
+@dataclasses.dataclass(frozen=True)
+class Violation:
+    category: str
+    """``nan`` (NaN or Inf), ``signature`` (shape or datatype), or ``constraint``."""
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputRules:
+    """A version's output checks, from its metadata's ``validation`` object::
+
+        {"outputs": {"probabilities": {"range": [0, 1], "sums_to_one": true},
+                     "label": {"allowed": [0, 1, 2]}},
+         "policy": {"nan": "reject", "signature": "reject", "constraints": "flag"}}
+    """
+
+    constraints: dict[str, dict[str, Any]]
+    policy: dict[str, str]
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> OutputRules:
+        spec = metadata.get("validation") or {}
+        if not isinstance(spec, dict):
+            raise InvalidArtifact("metadata 'validation' must be an object")
+        constraints = spec.get("outputs") or {}
+        policy = {**DEFAULT_POLICY, **(spec.get("policy") or {})}
+        if not isinstance(constraints, dict) or not all(isinstance(c, dict) for c in constraints.values()):
+            raise InvalidArtifact("validation 'outputs' maps output names to constraint objects")
+        unknown = {k for c in constraints.values() for k in c} - {"range", "sums_to_one", "allowed",
+                                                                  "tolerance"}
+        if unknown or set(policy) - set(DEFAULT_POLICY) or set(policy.values()) - {"reject", "flag"}:
+            raise InvalidArtifact("validation takes outputs.<name>.{range, sums_to_one, allowed, "
+                                  "tolerance} and policy.{nan, signature, constraints} = reject|flag")
+        return cls(constraints, policy)
+
+    def rejects(self, violation: Violation) -> bool:
+        key = "constraints" if violation.category == "constraint" else violation.category
+        return self.policy[key] == "reject"
+
+
+DEFAULT_POLICY = {"nan": "reject", "signature": "reject", "constraints": "flag"}
+
+
+def check_outputs(signature: Signature, rules: OutputRules, names: Sequence[str],
+                  results: Tensors) -> tuple[list[InferOutput], list[Violation]]:
+    """Outputs cast to the signature's datatypes, and what is wrong with them.
+
+    A missing output, or one that cannot take its datatype, cannot be served: InvalidOutput.
+    """
     specs = {spec.name: spec for spec in signature.outputs}
-    outputs = []
+    outputs, violations = [], []
     for name in names:
         if name not in results:
-            raise ModelError(f"the model returned no output {name!r}")
-        outputs.append(InferOutput(name, specs[name].datatype, _cast(specs[name], results[name])))
-    return outputs
+            raise InvalidOutput(f"the model returned no output {name!r}")
+        array = _cast(specs[name], results[name])
+        violations += _check_output(specs[name], array, rules.constraints.get(name, {}))
+        outputs.append(InferOutput(name, specs[name].datatype, array))
+    return outputs, violations
+
+
+def _check_output(spec: TensorSpec, array: Array, constraints: dict[str, Any]) -> list[Violation]:
+    found = []
+    fits = len(array.shape) == len(spec.shape) and all(
+        want in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True))
+    if not fits:
+        found.append(Violation("signature", f"output {spec.name!r} has shape {list(array.shape)}, "
+                                            f"the signature says {list(spec.shape)}"))
+    if array.dtype.kind == "f":
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            found.append(Violation("nan", f"output {spec.name!r} holds {bad} NaN or infinite "
+                                          f"value(s) of {array.size}"))
+    found += _check_constraints(spec.name, array, constraints)
+    return found
+
+
+def _check_constraints(name: str, array: Array, constraints: dict[str, Any]) -> list[Violation]:
+    found = []
+    if "range" in constraints and array.dtype.kind in "iuf":
+        low, high = constraints["range"]
+        outside = int(np.count_nonzero((array < low) | (array > high)))
+        if outside:
+            found.append(Violation("constraint", f"output {name!r}: {outside} value(s) outside "
+                                                 f"[{low}, {high}]"))
+    if constraints.get("sums_to_one") and array.ndim >= 1 and array.dtype.kind == "f":
+        tolerance = float(constraints.get("tolerance", 1e-3))
+        sums = array.sum(axis=-1)
+        off = int(np.count_nonzero(np.abs(sums - 1) > tolerance))
+        if off:
+            found.append(Violation("constraint", f"output {name!r}: {off} row(s) do not sum to one "
+                                                 f"(within {tolerance})"))
+    if "allowed" in constraints:
+        allowed = {_plain(v) for v in constraints["allowed"]}
+        unknown = sorted({str(_plain(v)) for v in array.ravel()} - {str(a) for a in allowed})
+        if unknown:
+            found.append(Violation("constraint", f"output {name!r}: labels {unknown[:5]} are not "
+                                                 f"among the allowed {sorted(map(str, allowed))}"))
+    return found
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _cast(spec: TensorSpec, array: Array) -> Array:
@@ -66,4 +163,4 @@ def _cast(spec: TensorSpec, array: Array) -> Array:
     try:
         return np.asarray(array).astype(DATATYPES[spec.datatype], copy=False)
     except (TypeError, ValueError) as exc:
-        raise ModelError(f"output {spec.name!r} is not {spec.datatype}: {exc}") from exc
+        raise InvalidOutput(f"output {spec.name!r} is not {spec.datatype}: {exc}") from exc

@@ -1,7 +1,22 @@
-"""What happened: metrics for Prometheus."""
+"""What happened: usage counters and latency histograms, Prometheus metrics, lifecycle events."""
 
 from __future__ import annotations
 
+from model_manager.telemetry.counts import ERROR_KINDS, OUTCOMES, UsageCounts
+from model_manager.telemetry.events import EventLog
 from model_manager.telemetry.metrics import CONTENT_TYPE, Metrics
+from model_manager.telemetry.usage import UsageRecorder, WindowStats, usage_report
+from model_manager.telemetry.usage_store import UsageStore
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = [
+    "CONTENT_TYPE",
+    "ERROR_KINDS",
+    "OUTCOMES",
+    "EventLog",
+    "Metrics",
+    "UsageCounts",
+    "UsageRecorder",
+    "UsageStore",
+    "WindowStats",
+    "usage_report",
+]

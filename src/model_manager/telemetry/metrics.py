@@ -11,6 +11,8 @@ from model_manager.types import VersionKey
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                    10, 30)
 _LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -35,6 +37,14 @@ class Metrics:
                                   "Accounted memory of the loaded versions.", registry=self.registry)
         self.loaded_models = Gauge("model_manager_loaded_models", "Versions loaded now.",
                                    registry=self.registry)
+        self.requests = Counter("model_manager_requests", "Predictions, by outcome.",
+                                [*labels, "outcome"], registry=self.registry)
+        self.request_seconds = Histogram("model_manager_request_seconds",
+                                         "Prediction latency as the server sees it.", labels,
+                                         buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.inference_seconds = Histogram("model_manager_inference_seconds",
+                                           "Time inside the model's runtime.", labels,
+                                           buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.memory_budget = Gauge("model_manager_memory_budget_bytes",
                                    "Memory the loaded versions may hold in all.",
                                    registry=self.registry)
@@ -47,6 +57,14 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def on_request(self, key: VersionKey, outcome: str, seconds: float,
+                   inference: float | None) -> None:
+        model, version = key[0], str(key[1])
+        self.requests.labels(model, version, outcome).inc()
+        self.request_seconds.labels(model, version).observe(seconds)
+        if inference is not None:
+            self.inference_seconds.labels(model, version).observe(inference)
 
     # CacheHooks
 

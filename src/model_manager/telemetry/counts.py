@@ -1,0 +1,114 @@
+"""``UsageCounts``: requests, outcomes and latency histograms that add up across time and replicas.
+
+Latencies go into fixed geometric buckets (each 25% wider than the last, 100 µs to 60 s), so
+counts from different days, flushes or servers merge by addition and quantiles are estimated to
+within about a bucket's width.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from typing import Any
+
+OUTCOMES = ("ok", "bad_input", "runtime_error", "timeout", "invalid_output", "overloaded")
+ERROR_KINDS = OUTCOMES[1:]
+
+
+def _bounds(low: float = 1e-4, high: float = 60.0, factor: float = 1.25) -> tuple[float, ...]:
+    bounds = [low]
+    while bounds[-1] < high:
+        bounds.append(bounds[-1] * factor)
+    return tuple(bounds)
+
+
+BOUNDS = _bounds()
+"""Upper bounds in seconds of the latency buckets; one more bucket holds everything slower."""
+
+
+def bucket_of(seconds: float) -> int:
+    return bisect.bisect_left(BOUNDS, seconds)
+
+
+@dataclasses.dataclass
+class UsageCounts:
+    requests: int = 0
+    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
+    latency: list[int] = dataclasses.field(default_factory=lambda: [0] * (len(BOUNDS) + 1))
+    inference: list[int] = dataclasses.field(default_factory=lambda: [0] * (len(BOUNDS) + 1))
+    first_used: float | None = None
+    last_used: float | None = None
+
+    def add(self, outcome: str, seconds: float, inference: float | None, at: float) -> None:
+        self.requests += 1
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.latency[bucket_of(seconds)] += 1
+        if inference is not None:
+            self.inference[bucket_of(inference)] += 1
+        self.first_used = at if self.first_used is None else min(self.first_used, at)
+        self.last_used = at if self.last_used is None else max(self.last_used, at)
+
+    def merge(self, other: UsageCounts) -> UsageCounts:
+        self.requests += other.requests
+        for outcome, n in other.outcomes.items():
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
+        self.latency = [a + b for a, b in zip(self.latency, other.latency, strict=True)]
+        self.inference = [a + b for a, b in zip(self.inference, other.inference, strict=True)]
+        self.first_used = _earliest(self.first_used, other.first_used)
+        self.last_used = _latest(self.last_used, other.last_used)
+        return self
+
+    @property
+    def errors(self) -> int:
+        return sum(n for outcome, n in self.outcomes.items() if outcome != "ok")
+
+    def quantile(self, q: float, histogram: str = "latency") -> float | None:
+        """The ``q`` quantile in seconds (a bucket's upper bound), or None with no data."""
+        counts: list[int] = getattr(self, histogram)
+        total = sum(counts)
+        if total == 0:
+            return None
+        rank, seen = q * total, 0
+        for index, n in enumerate(counts):
+            seen += n
+            if seen >= rank and n:
+                return BOUNDS[min(index, len(BOUNDS) - 1)]
+        return BOUNDS[-1]
+
+    def summary(self) -> dict[str, Any]:
+        return {"requests": self.requests, "errors": self.errors,
+                "errors_by_kind": {k: self.outcomes.get(k, 0) for k in ERROR_KINDS},
+                **{f"p{int(q * 100)}_ms": _ms(self.quantile(q)) for q in (0.5, 0.95, 0.99)},
+                "inference_p50_ms": _ms(self.quantile(0.5, "inference")),
+                "inference_p99_ms": _ms(self.quantile(0.99, "inference"))}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requests": self.requests, "outcomes": self.outcomes,
+                "latency": _sparse(self.latency), "inference": _sparse(self.inference)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], first_used: float | None = None,
+                  last_used: float | None = None) -> UsageCounts:
+        counts = cls(requests=int(data.get("requests", 0)), outcomes=dict(data.get("outcomes", {})),
+                     first_used=first_used, last_used=last_used)
+        for index, n in data.get("latency", {}).items():
+            counts.latency[int(index)] = n
+        for index, n in data.get("inference", {}).items():
+            counts.inference[int(index)] = n
+        return counts
+
+
+def _sparse(counts: list[int]) -> dict[str, int]:
+    return {str(i): n for i, n in enumerate(counts) if n}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _latest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)

@@ -1,0 +1,186 @@
+"""``UsageRecorder``: every prediction counted in memory, flushed to the registry in daily buckets.
+
+The hot path only adds to in-memory counters (and Prometheus); a background task calls ``flush``
+every few seconds and at shutdown, so a crash loses at most one flush interval. A sliding window
+of recent requests per version feeds health (error rate, p99) and error-burst events.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from model_manager import errors
+from model_manager.telemetry.counts import ERROR_KINDS, UsageCounts
+from model_manager.telemetry.events import EventLog
+from model_manager.telemetry.metrics import Metrics
+from model_manager.telemetry.usage_store import UsageKey, UsageStore
+from model_manager.types import VersionKey
+
+log = logging.getLogger(__name__)
+
+_WINDOW_CAP = 20_000
+_BURST_ERRORS = 10
+_BURST_SECONDS = 60.0
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The error kind a failed prediction counts as."""
+    if isinstance(exc, errors.InvalidInput):
+        return "bad_input"
+    if isinstance(exc, errors.PredictionTimeout):
+        return "timeout"
+    if isinstance(exc, errors.InvalidOutput):
+        return "invalid_output"
+    if isinstance(exc, errors.Overloaded):
+        return "overloaded"
+    return "runtime_error"
+
+
+@dataclasses.dataclass
+class Tracking:
+    """One prediction being counted; the router marks inference time and flagged outputs."""
+
+    started: float
+    inference: float | None = None
+    outcome: str = "ok"
+    detail: str | None = None
+    """What was wrong, for a failed or flagged prediction."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowStats:
+    requests: int
+    errors: int
+    """Failures that are the server's or the model's: every error kind but bad_input."""
+    invalid: int
+    p99: float | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def invalid_rate(self) -> float:
+        return self.invalid / self.requests if self.requests else 0.0
+
+
+class UsageRecorder:
+    def __init__(self, store: UsageStore, metrics: Metrics, events: EventLog,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._events = events
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[UsageKey, UsageCounts] = {}
+        self._windows: dict[VersionKey, collections.deque[tuple[float, float, str]]] = {}
+        self._bursts: dict[VersionKey, float] = {}
+        self._last_errors: dict[VersionKey, dict[str, str]] = {}
+
+    def last_error(self, key: VersionKey, outcome: str | None = None) -> str | None:
+        """The message of the version's latest server-side error (of one kind, if given)."""
+        with self._lock:
+            return self._last_errors.get(key, {}).get(outcome or "*")
+
+    @contextmanager
+    def track(self, key: VersionKey) -> Iterator[Tracking]:
+        """Count the prediction in the block: its outcome from the exception it raises, if any."""
+        tracking = Tracking(started=time.perf_counter())
+        try:
+            yield tracking
+        except Exception as exc:
+            tracking.outcome = outcome_of(exc)
+            tracking.detail = getattr(exc, "message", str(exc))
+            raise
+        finally:
+            self.record(key, tracking.outcome, time.perf_counter() - tracking.started,
+                        tracking.inference, tracking.detail)
+
+    def record(self, key: VersionKey, outcome: str, seconds: float, inference: float | None,
+               detail: str | None = None) -> None:
+        at = self._clock()
+        day = datetime.fromtimestamp(at, UTC).date()
+        with self._lock:
+            counts = self._pending.setdefault((key[0], key[1], day), UsageCounts())
+            counts.add(outcome, seconds, inference, at)
+            window = self._windows.setdefault(key, collections.deque(maxlen=_WINDOW_CAP))
+            window.append((at, seconds, outcome))
+            if outcome not in ("ok", "bad_input"):
+                self._last_errors.setdefault(key, {})[outcome] = detail or outcome
+                self._last_errors[key]["*"] = detail or outcome
+        self._metrics.on_request(key, outcome, seconds, inference)
+        if outcome != "ok" and outcome != "bad_input":
+            self._check_burst(key, at)
+
+    def window(self, key: VersionKey, seconds: float) -> WindowStats:
+        """Requests in the last ``seconds``: counts, errors, invalid outputs and p99 latency."""
+        since = self._clock() - seconds
+        with self._lock:
+            recent = [r for r in self._windows.get(key, ()) if r[0] >= since]
+        latencies = sorted(r[1] for r in recent)
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None
+        return WindowStats(len(recent), sum(r[2] not in ("ok", "bad_input") for r in recent),
+                           sum(r[2] == "invalid_output" for r in recent), p99)
+
+    def flush(self) -> None:
+        """Write the counts gathered since the last flush (blocking: call from a thread)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            self._store.add(pending)
+        except Exception:
+            with self._lock:  # keep them for the next flush
+                for key, counts in pending.items():
+                    self._pending.setdefault(key, UsageCounts()).merge(counts)
+            raise
+
+    def usage(self, model: str, days: int = 30) -> dict[int, dict[date, UsageCounts]]:
+        """Counts per version and day over the last ``days`` days, flushed and pending."""
+        since = datetime.now(UTC).date() - timedelta(days=days - 1)
+        result: dict[int, dict[date, UsageCounts]] = collections.defaultdict(dict)
+        for (version, day), counts in self._store.read(model, since).items():
+            result[version][day] = counts
+        with self._lock:
+            pending = [(k, dataclasses.replace(c, outcomes=dict(c.outcomes)))
+                       for k, c in self._pending.items() if k[0] == model and k[2] >= since]
+        for (_, version, day), counts in pending:
+            result[version].setdefault(day, UsageCounts()).merge(counts)
+        return dict(result)
+
+    def _check_burst(self, key: VersionKey, at: float) -> None:
+        if at - self._bursts.get(key, 0.0) < _BURST_SECONDS:
+            return
+        stats = self.window(key, _BURST_SECONDS)
+        if stats.errors >= _BURST_ERRORS:
+            self._bursts[key] = at
+            self._events.emit("error_burst", model=key[0], version=key[1], errors=stats.errors,
+                              requests=stats.requests, seconds=_BURST_SECONDS)
+
+
+def usage_report(model: str, by_version: dict[int, dict[date, UsageCounts]]) -> dict[str, Any]:
+    """The JSON of ``GET /api/models/{name}/usage``."""
+    versions = []
+    for number in sorted(by_version):
+        days = by_version[number]
+        total = UsageCounts()
+        for counts in days.values():
+            total.merge(counts)
+        versions.append({
+            "version": number, **total.summary(),
+            "first_used": _iso(total.first_used), "last_used": _iso(total.last_used),
+            "days": [{"day": day.isoformat(), **days[day].summary()} for day in sorted(days)]})
+    return {"model": model, "error_kinds": list(ERROR_KINDS), "versions": versions}
+
+
+def _iso(at: float | None) -> str | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
