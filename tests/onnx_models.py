@@ -50,3 +50,30 @@ def slow_loading_model(path: Path, nodes: int = 15000) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])])
     onnx.save(helper.make_model(graph, opset_imports=OPSET), path)
     return path
+
+
+def sqrt_model(path: Path) -> Path:
+    """``y = sqrt(x)`` on FP32 [-1, 4]: negative inputs give NaN."""
+    graph = helper.make_graph(
+        [helper.make_node("Sqrt", ["x"], ["y"])], "sqrt",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=OPSET), path)
+    return path
+
+
+def matmul_chain_model(path: Path, width: int = 1024, layers: int = 8) -> Path:
+    """``layers`` dense products on FP32 [-1, width]: slow in proportion to the batch size."""
+    weights = np.random.default_rng(0).random((width, width), dtype=np.float32) / width
+    nodes, previous = [], "x"
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [previous, "W"], [f"h{i}"]))
+        previous = f"h{i}"
+    nodes.append(helper.make_node("Identity", [previous], ["y"]))
+    graph = helper.make_graph(
+        nodes, "matmuls",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, width])],
+        [numpy_helper.from_array(weights, "W")])
+    onnx.save(helper.make_model(graph, opset_imports=OPSET), path)
+    return path

@@ -89,9 +89,9 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
 
     @api.get("/models/{name}/usage")
     async def model_usage(name: str, days: int = Query(30, ge=1, le=90)) -> dict[str, Any]:
-        await anyio.to_thread.run_sync(registry.get_model, name)  # 404 for an unknown model
+        model = await anyio.to_thread.run_sync(registry.get_model, name)
         by_version = await anyio.to_thread.run_sync(usage.usage, name, days)
-        return usage_report(name, by_version)
+        return usage_report(name, [v.number for v in model.versions], by_version)
 
     @api.get("/models/{name}/health")
     async def model_health(name: str) -> dict[str, Any]:

@@ -167,11 +167,12 @@ class UsageRecorder:
                               requests=stats.requests, seconds=_BURST_SECONDS)
 
 
-def usage_report(model: str, by_version: dict[int, dict[date, UsageCounts]]) -> dict[str, Any]:
-    """The JSON of ``GET /api/models/{name}/usage``."""
+def usage_report(model: str, numbers: list[int],
+                 by_version: dict[int, dict[date, UsageCounts]]) -> dict[str, Any]:
+    """The JSON of ``GET /api/models/{name}/usage``: every version, used or not."""
     versions = []
-    for number in sorted(by_version):
-        days = by_version[number]
+    for number in sorted(set(numbers) | set(by_version)):
+        days = by_version.get(number, {})
         total = UsageCounts()
         for counts in days.values():
             total.merge(counts)
