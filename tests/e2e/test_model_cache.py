@@ -141,7 +141,9 @@ def test_corrupt_artifact_fails_with_backoff_and_spares_others(budget_server: Se
         first = lookup(client, "rotten")
         second = lookup(client, "rotten")
         index = {(e["name"], e["version"]): e for e in client.post("/v2/repository/index").json()}
+        ready = client.get("/v2/models/rotten/ready")
         healthy = lookup(client, table_models[1])
+    assert ready.status_code == 503 and ready.json()["ready"] is False
     assert first.status_code == 503
     assert "not a loadable ONNX model" in first.json()["error"]
     assert second.status_code == 503 and "next attempt in" in second.json()["error"]
