@@ -45,7 +45,7 @@ class Probe:
                       for i in spec["inputs"]}
             expected = {name: np.asarray(value) for name, value in spec["expected"].items()}
             return cls(inputs, expected, float(spec.get("tolerance", 1e-6)))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidArtifact(
                 "metadata 'probe' needs 'inputs' (v2 JSON inputs: name, datatype, shape, data), "
                 f"'expected' (output name -> values) and optionally 'tolerance': {exc}") from exc

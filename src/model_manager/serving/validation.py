@@ -76,7 +76,11 @@ class OutputRules:
         if not isinstance(spec, dict):
             raise InvalidArtifact("metadata 'validation' must be an object")
         constraints = spec.get("outputs") or {}
-        policy = {**DEFAULT_POLICY, **(spec.get("policy") or {})}
+        chosen = spec.get("policy") or {}
+        if not isinstance(chosen, dict) or not all(isinstance(v, str) for v in chosen.values()):
+            raise InvalidArtifact("validation 'policy' maps nan, signature and constraints to "
+                                  "reject|flag")
+        policy = {**DEFAULT_POLICY, **chosen}
         if not isinstance(constraints, dict) or not all(isinstance(c, dict) for c in constraints.values()):
             raise InvalidArtifact("validation 'outputs' maps output names to constraint objects")
         unknown = {k for c in constraints.values() for k in c} - {"range", "sums_to_one", "allowed",
@@ -105,7 +109,9 @@ def check_outputs(signature: Signature, rules: OutputRules, names: Sequence[str]
     for name in names:
         if name not in results:
             raise InvalidOutput(f"the model returned no output {name!r}")
-        array = _cast(specs[name], results[name])
+        raw = np.asarray(results[name])
+        violations += _non_finite(name, raw)  # before the cast, which would hide them in integers
+        array = _cast(specs[name], raw)
         violations += _check_output(specs[name], array, rules.constraints.get(name, {}))
         outputs.append(InferOutput(name, specs[name].datatype, array))
     return outputs, violations
@@ -118,13 +124,17 @@ def _check_output(spec: TensorSpec, array: Array, constraints: dict[str, Any]) -
     if not fits:
         found.append(Violation("signature", f"output {spec.name!r} has shape {list(array.shape)}, "
                                             f"the signature says {list(spec.shape)}"))
-    if array.dtype.kind == "f":
-        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-        if bad:
-            found.append(Violation("nan", f"output {spec.name!r} holds {bad} NaN or infinite "
-                                          f"value(s) of {array.size}"))
     found += _check_constraints(spec.name, array, constraints)
     return found
+
+
+def _non_finite(name: str, array: Array) -> list[Violation]:
+    if array.dtype.kind not in "fc":
+        return []
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if not bad:
+        return []
+    return [Violation("nan", f"output {name!r} holds {bad} NaN or infinite value(s) of {array.size}")]
 
 
 def _check_constraints(name: str, array: Array, constraints: dict[str, Any]) -> list[Violation]:
@@ -143,8 +153,12 @@ def _check_constraints(name: str, array: Array, constraints: dict[str, Any]) -> 
             found.append(Violation("constraint", f"output {name!r}: {off} row(s) do not sum to one "
                                                  f"(within {tolerance})"))
     if "allowed" in constraints:
-        allowed = {_plain(v) for v in constraints["allowed"]}
-        unknown = sorted({str(_plain(v)) for v in array.ravel()} - {str(a) for a in allowed})
+        allowed = [_plain(v) for v in constraints["allowed"]]
+        if array.dtype.kind in "biuf":  # numbers compare as numbers: 0.0 is the label 0
+            numbers = [a for a in allowed if isinstance(a, int | float)]
+            unknown = sorted({str(v) for v in array.ravel()[~np.isin(array.ravel(), numbers)]})
+        else:
+            unknown = sorted({str(_plain(v)) for v in array.ravel()} - {str(a) for a in allowed})
         if unknown:
             found.append(Violation("constraint", f"output {name!r}: labels {unknown[:5]} are not "
                                                  f"among the allowed {sorted(map(str, allowed))}"))
@@ -161,6 +175,7 @@ def _cast(spec: TensorSpec, array: Array) -> Array:
     if spec.datatype == "BYTES":
         return np.asarray(array, dtype=object)
     try:
-        return np.asarray(array).astype(DATATYPES[spec.datatype], copy=False)
+        with np.errstate(invalid="ignore"):  # NaN into an integer: already reported as "nan"
+            return np.asarray(array).astype(DATATYPES[spec.datatype], copy=False)
     except (TypeError, ValueError) as exc:
         raise InvalidOutput(f"output {spec.name!r} is not {spec.datatype}: {exc}") from exc

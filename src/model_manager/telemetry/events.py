@@ -6,30 +6,29 @@ Events: upload, load, load_failed, evict, unload, alias_change, pin, probe_faile
 from __future__ import annotations
 
 import json
-import logging
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from model_manager.types import VersionKey
 
-_LOGGER = "model_manager.events"
-
 
 class EventLog:
+    """Writes whole lines under a lock, straight to its stream (stdout by default), so events
+    from worker threads never interleave and stay separate from the text log."""
+
     def __init__(self, stream: TextIO | None = None) -> None:
-        self._log = logging.getLogger(_LOGGER)
-        self._log.propagate = False  # these lines are already structured: no second, text copy
-        self._log.setLevel(logging.INFO)
-        if not self._log.handlers:
-            handler = logging.StreamHandler(stream or sys.stdout)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self._log.addHandler(handler)
+        self._stream = stream or sys.stdout
+        self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: Any) -> None:
         record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event,
                   **fields}
-        self._log.info(json.dumps(record, default=str))
+        line = json.dumps(record, default=str) + "\n"
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
 
     # CacheHooks: the cache's lifecycle as events
 

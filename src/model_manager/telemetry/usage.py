@@ -151,7 +151,7 @@ class UsageRecorder:
         for (version, day), counts in self._store.read(model, since).items():
             result[version][day] = counts
         with self._lock:
-            pending = [(k, dataclasses.replace(c, outcomes=dict(c.outcomes)))
+            pending = [(k, UsageCounts().merge(c))  # copies, taken under the lock
                        for k, c in self._pending.items() if k[0] == model and k[2] >= since]
         for (_, version, day), counts in pending:
             result[version].setdefault(day, UsageCounts()).merge(counts)
