@@ -5,17 +5,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
+TF := .venv-tf
+TF_STAMP := $(TF)/.installed
 PORT ?= 8080
 
 .PHONY: install serve test lint bench clean
 
-install: $(STAMP) $(TOOLS_STAMP)
+install: $(STAMP) $(TOOLS_STAMP) $(TF_STAMP)
 
 # Re-installs only when pyproject.toml changes; the package itself is installed editable.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints/test.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --editable '.[test]'
+	$(BIN)/python -m pip install --quiet --constraint constraints/test.txt --editable '.[test]'
 	touch $(STAMP)
 
 # checkov and the moto AWS emulator, for the deployment checks in the test suite.
@@ -24,6 +26,13 @@ $(TOOLS_STAMP): deploy/tools-requirements.txt
 	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
 	$(TOOLS)/bin/python -m pip install --quiet -r deploy/tools-requirements.txt
 	touch $(TOOLS_STAMP)
+
+# TensorFlow 2.x, only to write the tf.keras .h5 files the Keras tests load.
+$(TF_STAMP): tests/fixtures/tf-requirements.txt
+	test -x $(TF)/bin/python || $(PYTHON) -m venv $(TF)
+	$(TF)/bin/python -m pip install --quiet --upgrade pip
+	$(TF)/bin/python -m pip install --quiet -r tests/fixtures/tf-requirements.txt
+	touch $(TF_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/model-manager serve --port $(PORT) --demo
@@ -36,7 +45,7 @@ test: lint
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(TF) var .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks, never part of `make test`; results are appended to bench/results/*.jsonl.
 bench: install

@@ -40,8 +40,10 @@ def create_app(settings: Settings) -> FastAPI:
     registry = Registry.from_url(settings.resolved_db_url)
     store = open_store(settings.resolved_store_url)
     events = EventLog()
-    catalog = Catalog(registry, store, LoadOptions(allow_pickle=settings.allow_pickle),
-                      settings.max_upload_size, events)
+    options = LoadOptions(allow_pickle=settings.allow_pickle,
+                          allow_custom_code=settings.allow_custom_code,
+                          threads=settings.model_threads, device=settings.torch_device)
+    catalog = Catalog(registry, store, options, settings.max_upload_size, events)
     metrics = Metrics()
     usage = UsageRecorder(UsageStore(registry), metrics, events)
 

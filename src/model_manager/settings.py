@@ -90,6 +90,12 @@ class Settings:
     """Where artifacts live; default: the data dir's ``store/`` folder."""
     allow_pickle: bool = False
     """Accept pickle/joblib files, which run arbitrary code when loaded."""
+    allow_custom_code: bool = False
+    """Accept Keras models with Lambda layers or custom objects, which run arbitrary code."""
+    model_threads: int = 1
+    """Intra-op threads each loaded model may use."""
+    torch_device: str = "cpu"
+    """Where PyTorch models run: cpu, cuda, cuda:1, ..."""
     demo: bool = False
     """Register the demo models when the registry is empty."""
     memory_budget: int = dataclasses.field(default_factory=default_memory_budget)

@@ -14,6 +14,7 @@ from model_manager.catalog import Catalog, parse_metadata
 from model_manager.errors import InvalidInput
 from model_manager.health import HealthMonitor
 from model_manager.registry import VersionRecord, check_model_name
+from model_manager.runtimes import format_table
 from model_manager.serving import ModelCache, VersionLifecycle
 from model_manager.store import iter_file
 from model_manager.telemetry import UsageRecorder, usage_report
@@ -40,6 +41,10 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
     async def list_models() -> list[dict[str, Any]]:
         models = await anyio.to_thread.run_sync(registry.list_models)
         return [m.to_json(with_versions=False) for m in models]
+
+    @api.get("/formats")
+    async def formats() -> list[dict[str, object]]:
+        return format_table()
 
     @api.get("/models/{name}")
     async def get_model(name: str) -> dict[str, Any]:

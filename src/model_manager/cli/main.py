@@ -64,6 +64,10 @@ def _json_arg(text: str, what: str) -> Any:
 @click.option("--store-url", help="Artifact store: a folder. [default: <data-dir>/store]")
 @click.option("--allow-pickle/--no-allow-pickle", default=None,
               help="Accept pickle/joblib models, which can run code when loaded. [default: off]")
+@click.option("--allow-custom-code/--no-allow-custom-code", default=None,
+              help="Accept Keras Lambda layers and custom objects. [default: off]")
+@click.option("--model-threads", type=int, help="Intra-op threads per loaded model. [default: 1]")
+@click.option("--torch-device", help="Where PyTorch models run, e.g. cuda. [default: cpu]")
 @click.option("--demo/--no-demo", default=None,
               help="Register the demo models when the registry is empty. [default: off]")
 @click.option("--memory-budget",
@@ -289,3 +293,17 @@ def health(ctx: click.Context, name: str | None, as_json: bool) -> None:
     rows = [[r["model"], v["version"], v["status"].upper(), v["requests"], v["p99_ms"],
              "; ".join(v["reasons"])] for r in reports for v in r["versions"]]
     click.echo(format_table(["MODEL", "VERSION", "STATUS", "REQUESTS", "P99_MS", "REASONS"], rows))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def formats(ctx: click.Context, as_json: bool) -> None:
+    """Model formats the server knows, and whether each is installed there."""
+    table = _call(ctx, "request", "GET", "/api/formats")
+    if as_json:
+        return _echo_json(table)
+    rows = [[f["format"], " ".join(f["suffixes"]), "yes" if f["available"] else "no",
+             "" if f["available"] or not f["extra"] else f"install ml-model-manager[{f['extra']}]"]
+            for f in table]
+    click.echo(format_table(["FORMAT", "FILES", "AVAILABLE", "TO INSTALL"], rows))

@@ -9,9 +9,13 @@ from pathlib import Path
 
 from model_manager.errors import InvalidArtifact, UnsupportedFormat
 from model_manager.runtimes.base import LoadOptions, ModelFormat, Runtime
+from model_manager.runtimes.keras import KerasFormat
+from model_manager.runtimes.lightgbm import LightGBMFormat
 from model_manager.runtimes.onnx import OnnxFormat
 from model_manager.runtimes.signature import DATATYPES, Signature, TensorSpec, datatype_of
 from model_manager.runtimes.sklearn import SklearnFormat
+from model_manager.runtimes.torch import TorchFormat
+from model_manager.runtimes.xgboost import XGBoostFormat
 
 __all__ = [
     "DATATYPES",
@@ -23,10 +27,19 @@ __all__ = [
     "TensorSpec",
     "datatype_of",
     "detect_format",
+    "format_table",
     "get_format",
 ]
 
-FORMATS: dict[str, ModelFormat] = {f.name: f for f in (OnnxFormat(), SklearnFormat())}
+
+def format_table() -> list[dict[str, object]]:
+    """Every format, its file endings, the extra that installs it and whether it is installed."""
+    return [{"format": f.name, "platform": f.platform, "suffixes": list(f.suffixes),
+             "extra": f.extra, "available": f.is_available()} for f in FORMATS.values()]
+
+# Sniffing tries them in this order; frameworks are imported only when a model of theirs loads.
+FORMATS: dict[str, ModelFormat] = {f.name: f for f in (
+    OnnxFormat(), SklearnFormat(), KerasFormat(), TorchFormat(), XGBoostFormat(), LightGBMFormat())}
 
 
 def get_format(name: str) -> ModelFormat:
@@ -45,8 +58,12 @@ def detect_format(path: Path, filename: str, declared: str | None) -> ModelForma
         head = f.read(64)
     if not head:
         raise InvalidArtifact("the uploaded file is empty")
+    suffix = Path(filename).suffix.lower()
     for fmt in FORMATS.values():
-        if fmt.matches(filename, head):
+        if suffix in fmt.suffixes:
+            return fmt
+    for fmt in FORMATS.values():
+        if fmt.sniff(path, head):
             return fmt
     raise UnsupportedFormat(f"cannot tell the format of {filename!r}; pass the 'format' field "
                             f"(one of {', '.join(sorted(FORMATS))})")

@@ -13,9 +13,15 @@ from model_manager.types import Array, Tensors
 
 @dataclasses.dataclass(frozen=True)
 class LoadOptions:
-    """What the server allows when loading an artifact."""
+    """What the server allows when loading an artifact, and how runtimes use the machine."""
 
     allow_pickle: bool = False
+    allow_custom_code: bool = False
+    """Keras Lambda layers and custom objects, which run arbitrary code."""
+    threads: int = 1
+    """Intra-op threads per model, so N loaded models do not each start a thread per core."""
+    device: str = "cpu"
+    """PyTorch device, e.g. ``cuda`` where available."""
 
 
 class Runtime(Protocol):
@@ -44,8 +50,22 @@ class ModelFormat(Protocol):
         """The v2 model metadata ``platform``, e.g. ``onnxruntime_onnx``."""
         ...
 
-    def matches(self, filename: str, head: bytes) -> bool:
-        """Whether a file with this name and first bytes is in this format."""
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        """File name endings that mean this format, lower case, with the dot."""
+        ...
+
+    @property
+    def extra(self) -> str | None:
+        """The package extra that installs this format's framework; None: always installed."""
+        ...
+
+    def is_available(self) -> bool:
+        """Whether this format's framework can be imported here."""
+        ...
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """Whether a file with these contents (first bytes ``head``) is in this format."""
         ...
 
     def load(self, path: Path, options: LoadOptions, signature: Signature | None) -> Runtime:

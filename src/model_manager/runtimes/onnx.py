@@ -27,16 +27,23 @@ _ORT_TYPES = {
 class OnnxFormat:
     name = "onnx"
     platform = "onnxruntime_onnx"
+    suffixes = (".onnx",)
+    extra = None
 
-    def matches(self, filename: str, head: bytes) -> bool:
+    def is_available(self) -> bool:
+        return True
+
+    def sniff(self, path: Path, head: bytes) -> bool:
         # A ModelProto starts with field 1 (ir_version), a varint: tag byte 0x08.
-        return filename.lower().endswith(".onnx") or head[:1] == b"\x08"
+        return head[:1] == b"\x08"
 
     def load(self, path: Path, options: LoadOptions, signature: Signature | None) -> OnnxRuntime:
         import onnxruntime as ort
 
         session_options = ort.SessionOptions()
         session_options.log_severity_level = 3
+        session_options.intra_op_num_threads = options.threads
+        session_options.inter_op_num_threads = 1
         try:
             session = ort.InferenceSession(str(path), session_options,
                                            providers=["CPUExecutionProvider"])

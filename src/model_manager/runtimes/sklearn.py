@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from model_manager.errors import InvalidArtifact, ModelError, UnsafeArtifact
+from model_manager.runtimes.archive import zip_members
 from model_manager.runtimes.base import LoadOptions
 from model_manager.runtimes.signature import Signature, TensorSpec, datatype_of
 from model_manager.types import Array, Tensors
@@ -26,11 +27,14 @@ _TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
 class SklearnFormat:
     name = "sklearn"
     platform = "sklearn"
+    suffixes = (".skops", *_PICKLE_SUFFIXES)
+    extra = None
 
-    def matches(self, filename: str, head: bytes) -> bool:
-        lower = filename.lower()
-        return (lower.endswith((".skops", *_PICKLE_SUFFIXES))
-                or head.startswith(b"PK\x03\x04") or head[:1] == b"\x80")
+    def is_available(self) -> bool:
+        return True
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        return head[:1] == b"\x80" or "schema.json" in zip_members(path)
 
     def load(self, path: Path, options: LoadOptions, signature: Signature | None) -> SklearnRuntime:
         with open(path, "rb") as f:

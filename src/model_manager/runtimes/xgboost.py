@@ -1,0 +1,94 @@
+"""XGBoost boosters saved with ``save_model`` (``.ubj`` or ``.json``), classifiers and regressors.
+
+The signature follows the scikit-learn runtime: one FP32 input of ``num_features`` columns;
+``label`` and ``probabilities`` for classification objectives, ``prediction`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_manager.errors import InvalidArtifact, ModelError
+from model_manager.runtimes.archive import has_module, missing_extra
+from model_manager.runtimes.base import LoadOptions
+from model_manager.runtimes.signature import Signature, TensorSpec
+from model_manager.types import Array, Tensors
+
+
+class XGBoostFormat:
+    name = "xgboost"
+    platform = "xgboost"
+    suffixes = (".ubj", ".json")
+    extra = "xgboost"
+
+    def is_available(self) -> bool:
+        return has_module("xgboost")
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        # UBJSON and JSON models both open with an object whose first key is "learner".
+        return head.startswith((b'{"learner"', b"{L\x00\x00\x00\x00\x00\x00\x00\x07learner",
+                                b"{i\x07learner", b"{U\x07learner"))
+
+    def load(self, path: Path, options: LoadOptions, signature: Signature | None) -> XGBoostRuntime:
+        try:
+            import xgboost
+        except ImportError:
+            raise missing_extra("xgboost", "xgboost") from None
+        booster = xgboost.Booster({"nthread": options.threads})
+        try:
+            booster.load_model(str(path))
+        except xgboost.core.XGBoostError as exc:
+            raise InvalidArtifact(f"not a loadable XGBoost model: {str(exc).splitlines()[0]}") from exc
+        objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+        n_classes = int(json.loads(booster.save_config())["learner"]["learner_model_param"]
+                        .get("num_class", "0"))
+        return XGBoostRuntime(booster, objective, n_classes,
+                              signature or _signature(booster.num_features(), objective, n_classes))
+
+
+class XGBoostRuntime:
+    def __init__(self, booster: Any, objective: str, n_classes: int, signature: Signature) -> None:
+        self._booster = booster
+        self._objective = objective
+        self._n_classes = n_classes
+        self.signature = signature
+
+    def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, Array]:
+        import xgboost
+
+        x = inputs[self.signature.inputs[0].name]
+        try:
+            raw = np.asarray(self._booster.inplace_predict(x))
+        except (xgboost.core.XGBoostError, ValueError) as exc:
+            raise ModelError(f"XGBoost failed: {str(exc).splitlines()[0]}") from exc
+        return _outputs(raw, self._objective, outputs)
+
+    def unload(self) -> None:
+        self._booster = None
+
+
+def _is_classifier(objective: str) -> bool:
+    return objective.startswith(("binary:", "multi:"))
+
+
+def _signature(n_features: int, objective: str, n_classes: int) -> Signature:
+    inputs = (TensorSpec("input", "FP32", (-1, n_features)),)
+    if not _is_classifier(objective):
+        return Signature(inputs, (TensorSpec("prediction", "FP32", (-1,)),))
+    width = max(n_classes, 2)
+    return Signature(inputs, (TensorSpec("label", "INT64", (-1,)),
+                              TensorSpec("probabilities", "FP32", (-1, width))))
+
+
+def _outputs(raw: Array, objective: str, wanted: Sequence[str]) -> dict[str, Array]:
+    if not _is_classifier(objective):
+        return {"prediction": raw.reshape(-1)}
+    # binary objectives give the probability of class 1 alone
+    probabilities = np.stack([1 - raw, raw], axis=1) if raw.ndim == 1 else raw
+    result = {"probabilities": probabilities, "label": probabilities.argmax(axis=1)}
+    return {name: result[name] for name in wanted}
