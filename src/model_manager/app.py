@@ -26,7 +26,7 @@ from model_manager.health import HealthMonitor, Thresholds
 from model_manager.registry import Registry
 from model_manager.runtimes import LoadOptions
 from model_manager.serving import LoadedModel, ModelCache, PredictionRouter, VersionLifecycle
-from model_manager.serving.cache import HookFanout
+from model_manager.serving.hooks import HookFanout
 from model_manager.serving.lifecycle import warm
 from model_manager.serving.memory import tune_allocator
 from model_manager.settings import Settings

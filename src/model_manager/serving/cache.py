@@ -25,15 +25,15 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Protocol
 
 import anyio.to_thread
 
 from model_manager.errors import Overloaded, Unavailable
 from model_manager.registry.records import VersionRecord
 from model_manager.runtimes.base import Runtime
+from model_manager.serving.hooks import CacheHooks, NoHooks, UnloadReason
 from model_manager.serving.memory import process_rss, release_freed_memory
 from model_manager.types import VersionKey
 
@@ -48,50 +48,6 @@ class State(enum.StrEnum):
     LOADING = "LOADING"
     READY = "READY"
     FAILED = "FAILED"
-
-
-class UnloadReason(enum.StrEnum):
-    EVICTED = "evicted"
-    IDLE = "idle"
-    REQUESTED = "requested"
-
-
-class CacheHooks(Protocol):
-    def on_load(self, key: Key, size: int, seconds: float) -> None: ...
-    def on_load_failure(self, key: Key, reason: str) -> None: ...
-    def on_unload(self, key: Key, reason: str) -> None:
-        """``reason`` is an ``UnloadReason`` value."""
-        ...
-
-
-class HookFanout:
-    """Several hooks as one: each event goes to each, in order."""
-
-    def __init__(self, hooks: Sequence[CacheHooks]) -> None:
-        self._hooks = hooks
-
-    def on_load(self, key: Key, size: int, seconds: float) -> None:
-        for hook in self._hooks:
-            hook.on_load(key, size, seconds)
-
-    def on_load_failure(self, key: Key, reason: str) -> None:
-        for hook in self._hooks:
-            hook.on_load_failure(key, reason)
-
-    def on_unload(self, key: Key, reason: str) -> None:
-        for hook in self._hooks:
-            hook.on_unload(key, reason)
-
-
-class NoHooks:
-    def on_load(self, key: Key, size: int, seconds: float) -> None:
-        pass
-
-    def on_load_failure(self, key: Key, reason: str) -> None:
-        pass
-
-    def on_unload(self, key: Key, reason: str) -> None:
-        pass
 
 
 @dataclasses.dataclass(eq=False)
