@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,21 +49,27 @@ class KerasFormat:
             is_h5 = f.read(8) == HDF5_MAGIC
         if is_h5 and not options.allow_custom_code:
             _refuse_lambda_layers(path)
-        try:
-            if is_h5:
-                model = keras.saving.load_model(path, compile=False)
-            else:
-                model = keras.saving.load_model(path, compile=False,
-                                                safe_mode=not options.allow_custom_code)
-        except ValueError as exc:
-            if "safe_mode" in str(exc) or "Lambda" in str(exc):
-                raise UnsafeArtifact(f"the Keras model runs custom code ({_first_line(exc)}); "
-                                     + _UNSAFE) from exc
-            raise InvalidArtifact(f"not a loadable Keras model: {_first_line(exc)}") from exc
-        except (TypeError, KeyError, OSError, AttributeError) as exc:
-            raise InvalidArtifact(f"not a loadable Keras model (custom objects need "
-                                  f"--allow-custom-code): {_first_line(exc)}") from exc
+        # Keras picks its loader by file name; stored blobs are named by digest.
+        with tempfile.TemporaryDirectory(prefix="keras-") as folder:
+            named = Path(folder) / ("model.h5" if is_h5 else "model.keras")
+            named.symlink_to(path.resolve())
+            model = _load(keras, named, is_h5, options.allow_custom_code)
         return KerasRuntime(model, signature or _read_signature(model))
+
+
+def _load(keras: Any, path: Path, is_h5: bool, allow_custom_code: bool) -> Any:
+    try:
+        if is_h5:  # legacy HDF5 loading has no safe mode: _refuse_lambda_layers stands in
+            return keras.saving.load_model(path, compile=False)
+        return keras.saving.load_model(path, compile=False, safe_mode=not allow_custom_code)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "Lambda" in str(exc):
+            raise UnsafeArtifact(f"the Keras model runs custom code ({_first_line(exc)}); "
+                                 + _UNSAFE) from exc
+        raise InvalidArtifact(f"not a loadable Keras model: {_first_line(exc)}") from exc
+    except (TypeError, KeyError, OSError, AttributeError) as exc:
+        raise InvalidArtifact(f"not a loadable Keras model (custom objects need "
+                              f"--allow-custom-code): {_first_line(exc)}") from exc
 
 
 class KerasRuntime:

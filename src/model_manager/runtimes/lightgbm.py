@@ -40,7 +40,7 @@ class LightGBMFormat:
             booster = lightgbm.Booster(model_file=str(path))
         except lightgbm.basic.LightGBMError as exc:
             raise InvalidArtifact(f"not a loadable LightGBM model: {exc}") from exc
-        objective = str(booster.dump_model(num_iteration=0).get("objective", "regression"))
+        objective = str(booster.params.get("objective", "regression"))
         return LightGBMRuntime(booster, objective, options.threads,
                                signature or _signature(booster, objective))
 

@@ -44,7 +44,8 @@ class TorchFormat:
         is_exported = any(m.endswith("/archive_format") for m in zip_members(path))
         try:
             if is_exported:
-                program = torch.export.load(str(path))
+                with open(path, "rb") as f:  # a blob's name lacks the .pt2 suffix
+                    program = torch.export.load(f)
                 module, read = program.module(), _exported_signature(program)
             else:
                 module = torch.jit.load(str(path), map_location=options.device)  # type: ignore[no-untyped-call]

@@ -41,7 +41,7 @@ class XGBoostFormat:
             raise missing_extra("xgboost", "xgboost") from None
         booster = xgboost.Booster({"nthread": options.threads})
         try:
-            booster.load_model(str(path))
+            booster.load_model(bytearray(path.read_bytes()))  # a blob's name has no suffix
         except xgboost.core.XGBoostError as exc:
             raise InvalidArtifact(f"not a loadable XGBoost model: {str(exc).splitlines()[0]}") from exc
         objective = json.loads(booster.save_config())["learner"]["objective"]["name"]

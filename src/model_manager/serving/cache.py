@@ -242,51 +242,50 @@ class ModelCache:
         self._reserved += need
         started = time.perf_counter()
         try:
-            runtime, measured = await self._measured_load(version)
+            entry, measured = await self._measured_load(version)
         finally:
             self._reserved -= need
             self._notify()
-        size = need if measured is None else measured
+        entry.size = need if measured is None else measured
         if measured is not None:
             self._sizes[key] = measured
-        now = self._clock()
-        entry = LoadedModel(version, runtime, size, loaded_at=now, last_used=now)
         self._entries[key] = entry
         try:
-            self._check_fits(version, size, "measured")
+            self._check_fits(version, entry.size, "measured")
             await self._make_room(0, keep=entry)
         except BaseException:
             await self._remove(entry, UnloadReason.REQUESTED)
             raise
-        if self._after_load is not None:  # warm-up and golden probe, before the first request
-            try:
-                await self._after_load(entry)
-            except Exception:
-                log.exception("after-load work for %s v%d failed", *key)
         seconds = time.perf_counter() - started
-        log.info("loaded %s v%d: %d bytes in %.3fs", *key, size, seconds)
-        self._hooks.on_load(key, size, seconds)
+        log.info("loaded %s v%d: %d bytes in %.3fs", *key, entry.size, seconds)
+        self._hooks.on_load(key, entry.size, seconds)
         return entry
 
-    async def _measured_load(self, version: VersionRecord) -> tuple[Runtime, int | None]:
-        """Load in a worker thread; the RSS it added, or None if other loads or unloads overlapped."""
+    async def _measured_load(self, version: VersionRecord) -> tuple[LoadedModel, int | None]:
+        """Load in a worker thread, then run the after-load work (warm-up, golden probe) before
+        any request; the RSS all of it added, or None if other loads or unloads overlapped."""
         key = (version.model, version.number)
         alone = not self._clean
         self._disturb()
         self._clean[key] = alone
-
-        def load() -> tuple[Runtime, int]:
-            self._trim()
-            before = self._meter()
-            runtime = self._loader(version)
-            self._trim()
-            return runtime, self._meter() - before
-
         try:
-            runtime, added = await anyio.to_thread.run_sync(load)
+            before = await anyio.to_thread.run_sync(self._settled_rss)
+            runtime = await anyio.to_thread.run_sync(self._loader, version)
+            now = self._clock()
+            entry = LoadedModel(version, runtime, 0, loaded_at=now, last_used=now)
+            if self._after_load is not None:
+                try:
+                    await self._after_load(entry)
+                except Exception:
+                    log.exception("after-load work for %s v%d failed", *key)
+            added = await anyio.to_thread.run_sync(self._settled_rss) - before
         finally:
             clean = self._clean.pop(key)
-        return runtime, (max(added, 0) if clean else None)
+        return entry, (max(added, 0) if clean else None)
+
+    def _settled_rss(self) -> int:
+        self._trim()
+        return self._meter()
 
     def _disturb(self) -> None:
         """Another load or an unload starts: measurements in progress now see its memory too."""

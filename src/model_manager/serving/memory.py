@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import os
 
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
@@ -27,7 +28,10 @@ def process_rss() -> int:
 
 
 def release_freed_memory() -> None:
-    """Return freed heap memory to the system where the C library allows it."""
+    """Collect garbage, then return freed heap memory to the system where the C library allows
+    it. Frameworks leave large buffers in reference cycles (Keras loads, torch.fx modules): only
+    a collection frees them, and a measurement that skipped it would count or miss them."""
+    gc.collect()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
