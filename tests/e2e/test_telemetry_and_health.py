@@ -33,7 +33,7 @@ def wide_body(rows: int) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("health") / "var", "--health-max-p99", "30ms",
+    server = ServerProcess(tmp_path_factory.mktemp("health") / "var", "--health-max-p99", "50ms",
                            "--predict-timeout", "2s", "--usage-flush-interval", "0.5s")
     yield server
     server.stop()
@@ -92,37 +92,15 @@ def test_slow_model_turns_degraded_while_others_stay_healthy(client: httpx.Clien
                                                              iris: IrisFiles) -> None:
     push(client, "slowpoke", matmul_chain_model(tmp_path / "slow.onnx", layers=64))
     push(client, "quick", iris.onnx)
+    for name in ("slowpoke", "quick"):  # so that a cold start's load is not what p99 shows
+        assert client.post(f"/v2/repository/models/{name}/load").status_code == 200
     for _ in range(5):
         assert client.post("/v2/models/slowpoke/infer", json=wide_body(32)).status_code == 200
         assert client.post("/v2/models/quick/infer", json=IRIS_ROW).status_code == 200
     slow, quick = version_health(client, "slowpoke"), version_health(client, "quick")
     assert slow["status"] == "degraded"
-    assert any("p99 latency" in r and "threshold 30 ms" in r for r in slow["reasons"])  # type: ignore[union-attr]
-    assert quick["status"] == "healthy" and quick["reasons"] == []
-
-
-def test_a_hung_model_times_out_without_blocking_others(server: ServerProcess, client: httpx.Client,
-                                                       tmp_path: Path, iris: IrisFiles) -> None:
-    push(client, "stuck", matmul_chain_model(tmp_path / "stuck.onnx", layers=64))
-    push(client, "bystander", iris.onnx)
-    assert client.post("/v2/models/bystander/infer", json=IRIS_ROW).status_code == 200
-    statuses: list[int] = []
-
-    def call_stuck() -> None:
-        with httpx.Client(base_url=server.url, timeout=60) as own:
-            statuses.append(own.post("/v2/models/stuck/infer", json=wide_body(1200)).status_code)
-
-    callers = [threading.Thread(target=call_stuck) for _ in range(6)]
-    for caller in callers:
-        caller.start()
-    time.sleep(0.5)
-    assert client.get("/v2/health/ready").status_code == 200
-    assert client.post("/v2/models/bystander/infer", json=IRIS_ROW).status_code == 200
-    for caller in callers:
-        caller.join()
-    assert 504 in statuses
-    timeouts = client.get("/api/models/stuck/usage").json()["versions"][0]["errors_by_kind"]
-    assert timeouts["timeout"] == statuses.count(504)
+    assert any("p99 latency" in r and "threshold 50 ms" in r for r in slow["reasons"])  # type: ignore[union-attr]
+    assert quick["status"] == "healthy" and quick["reasons"] == [], quick
 
 
 def test_failing_probe_blocks_promotion_unless_forced(server: ServerProcess, client: httpx.Client,
@@ -181,12 +159,39 @@ def test_lifecycle_events_are_json_lines(server: ServerProcess, client: httpx.Cl
 def test_cli_usage_and_health(server: ServerProcess, client: httpx.Client, iris: IrisFiles) -> None:
     push(client, "reported", iris.onnx)
     assert "never" in server.cli("usage", "reported").stdout.splitlines()[1]
+    assert client.post("/v2/repository/models/reported/load").status_code == 200
     for _ in range(3):
         client.post("/v2/models/reported/infer", json=IRIS_ROW)
     row = server.cli("usage", "reported").stdout.splitlines()[1].split()
     assert row[:3] == ["1", "3", "0"] and "never" not in row
     health = server.cli("health", "reported").stdout.splitlines()
     assert health[1].split()[:3] == ["reported", "1", "HEALTHY"]
+
+
+# Last of the module's tests on the shared server: the timed-out predictions keep its CPU busy
+# for a while after the callers got their 504, which would skew the latency of later tests.
+def test_a_hung_model_times_out_without_blocking_others(server: ServerProcess, client: httpx.Client,
+                                                       tmp_path: Path, iris: IrisFiles) -> None:
+    push(client, "stuck", matmul_chain_model(tmp_path / "stuck.onnx", layers=64))
+    push(client, "bystander", iris.onnx)
+    assert client.post("/v2/models/bystander/infer", json=IRIS_ROW).status_code == 200
+    statuses: list[int] = []
+
+    def call_stuck() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as own:
+            statuses.append(own.post("/v2/models/stuck/infer", json=wide_body(1200)).status_code)
+
+    callers = [threading.Thread(target=call_stuck) for _ in range(6)]
+    for caller in callers:
+        caller.start()
+    time.sleep(0.5)
+    assert client.get("/v2/health/ready").status_code == 200
+    assert client.post("/v2/models/bystander/infer", json=IRIS_ROW).status_code == 200
+    for caller in callers:
+        caller.join()
+    assert 504 in statuses
+    timeouts = client.get("/api/models/stuck/usage").json()["versions"][0]["errors_by_kind"]
+    assert timeouts["timeout"] == statuses.count(504)
 
 
 def test_usage_survives_restart_and_kill(tmp_path: Path, iris: IrisFiles) -> None:
