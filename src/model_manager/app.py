@@ -28,7 +28,7 @@ from model_manager.runtimes import LoadOptions
 from model_manager.serving import LoadedModel, ModelCache, PredictionRouter, VersionLifecycle
 from model_manager.serving.hooks import HookFanout
 from model_manager.serving.lifecycle import warm
-from model_manager.serving.memory import tune_allocator
+from model_manager.serving.memory import freeze_startup_objects, tune_allocator
 from model_manager.settings import Settings
 from model_manager.store import open_store
 from model_manager.telemetry import EventLog, Metrics, UsageRecorder, UsageStore
@@ -68,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
         await anyio.to_thread.run_sync(registry.migrate)
         if settings.demo:
             await anyio.to_thread.run_sync(_register_demo, catalog)
+        freeze_startup_objects()
         log.info("ml-model-manager %s serving on %s:%d (registry %s, store %s, memory budget "
                  "%d bytes)", __version__, settings.host, settings.port,
                  registry.engine.url.render_as_string(), settings.resolved_store_url,
