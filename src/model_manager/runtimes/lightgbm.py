@@ -15,7 +15,8 @@ import numpy as np
 from model_manager.errors import InvalidArtifact, ModelError
 from model_manager.runtimes.archive import has_module, missing_extra
 from model_manager.runtimes.base import LoadOptions
-from model_manager.runtimes.signature import Signature, TensorSpec
+from model_manager.runtimes.boosting import booster_outputs, booster_signature
+from model_manager.runtimes.signature import Signature
 from model_manager.types import Array, Tensors
 
 
@@ -58,11 +59,7 @@ class LightGBMRuntime:
             raw = np.asarray(self._booster.predict(x, num_threads=self._threads))
         except Exception as exc:  # LightGBM raises LightGBMError and plain ValueErrors
             raise ModelError(f"LightGBM failed: {exc}") from exc
-        if not _is_classifier(self._objective):
-            return {"prediction": raw.reshape(-1)}
-        probabilities = np.stack([1 - raw, raw], axis=1) if raw.ndim == 1 else raw
-        result = {"probabilities": probabilities, "label": probabilities.argmax(axis=1)}
-        return {name: result[name] for name in outputs}
+        return booster_outputs(raw, _is_classifier(self._objective), outputs)
 
     def unload(self) -> None:
         self._booster = None
@@ -73,9 +70,5 @@ def _is_classifier(objective: str) -> bool:
 
 
 def _signature(booster: Any, objective: str) -> Signature:
-    inputs = (TensorSpec("input", "FP64", (-1, booster.num_feature())),)
-    if not _is_classifier(objective):
-        return Signature(inputs, (TensorSpec("prediction", "FP64", (-1,)),))
-    width = max(booster.num_model_per_iteration(), 2)
-    return Signature(inputs, (TensorSpec("label", "INT64", (-1,)),
-                              TensorSpec("probabilities", "FP64", (-1, width))))
+    n_classes = booster.num_model_per_iteration() if _is_classifier(objective) else None
+    return booster_signature(booster.num_feature(), "FP64", n_classes)

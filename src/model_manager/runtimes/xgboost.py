@@ -16,7 +16,8 @@ import numpy as np
 from model_manager.errors import InvalidArtifact, ModelError
 from model_manager.runtimes.archive import has_module, missing_extra
 from model_manager.runtimes.base import LoadOptions
-from model_manager.runtimes.signature import Signature, TensorSpec
+from model_manager.runtimes.boosting import booster_outputs, booster_signature
+from model_manager.runtimes.signature import Signature
 from model_manager.types import Array, Tensors
 
 
@@ -44,9 +45,9 @@ class XGBoostFormat:
             booster.load_model(bytearray(path.read_bytes()))  # a blob's name has no suffix
         except xgboost.core.XGBoostError as exc:
             raise InvalidArtifact(f"not a loadable XGBoost model: {str(exc).splitlines()[0]}") from exc
-        objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
-        n_classes = int(json.loads(booster.save_config())["learner"]["learner_model_param"]
-                        .get("num_class", "0"))
+        learner = json.loads(booster.save_config())["learner"]
+        objective = learner["objective"]["name"]
+        n_classes = int(learner["learner_model_param"].get("num_class", "0"))
         return XGBoostRuntime(booster, objective, n_classes,
                               signature or _signature(booster.num_features(), objective, n_classes))
 
@@ -66,7 +67,7 @@ class XGBoostRuntime:
             raw = np.asarray(self._booster.inplace_predict(x))
         except (xgboost.core.XGBoostError, ValueError) as exc:
             raise ModelError(f"XGBoost failed: {str(exc).splitlines()[0]}") from exc
-        return _outputs(raw, self._objective, outputs)
+        return booster_outputs(raw, _is_classifier(self._objective), outputs)
 
     def unload(self) -> None:
         self._booster = None
@@ -77,18 +78,4 @@ def _is_classifier(objective: str) -> bool:
 
 
 def _signature(n_features: int, objective: str, n_classes: int) -> Signature:
-    inputs = (TensorSpec("input", "FP32", (-1, n_features)),)
-    if not _is_classifier(objective):
-        return Signature(inputs, (TensorSpec("prediction", "FP32", (-1,)),))
-    width = max(n_classes, 2)
-    return Signature(inputs, (TensorSpec("label", "INT64", (-1,)),
-                              TensorSpec("probabilities", "FP32", (-1, width))))
-
-
-def _outputs(raw: Array, objective: str, wanted: Sequence[str]) -> dict[str, Array]:
-    if not _is_classifier(objective):
-        return {"prediction": raw.reshape(-1)}
-    # binary objectives give the probability of class 1 alone
-    probabilities = np.stack([1 - raw, raw], axis=1) if raw.ndim == 1 else raw
-    result = {"probabilities": probabilities, "label": probabilities.argmax(axis=1)}
-    return {name: result[name] for name in wanted}
+    return booster_signature(n_features, "FP32", n_classes if _is_classifier(objective) else None)
