@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, StrictInt
 from starlette.datastructures import UploadFile
 
+from model_manager.api.bodies import json_object
 from model_manager.catalog import Catalog, parse_metadata
 from model_manager.errors import InvalidInput
 from model_manager.health import HealthMonitor
@@ -83,6 +84,32 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
     async def delete_alias(name: str, alias: str) -> Response:
         await lifecycle.delete_alias(name, alias)
         return Response(status_code=204)
+
+    @api.get("/models/{name}/traffic")
+    async def get_traffic(name: str) -> dict[str, Any]:
+        await anyio.to_thread.run_sync(registry.get_model, name)  # 404 for an unknown model
+        stored = await anyio.to_thread.run_sync(registry.get_policy, name)
+        return {"model": name, "policy": stored}
+
+    @api.put("/models/{name}/traffic")
+    async def put_traffic(name: str, request: Request) -> dict[str, Any]:
+        policy = await lifecycle.set_traffic(name, json_object(await request.body()))
+        return {"model": name, "policy": policy.to_json()}
+
+    @api.delete("/models/{name}/traffic", status_code=204)
+    async def delete_traffic(name: str) -> Response:
+        await lifecycle.clear_traffic(name)
+        return Response(status_code=204)
+
+    @api.post("/models/{name}/promote")
+    async def promote(name: str, body: AliasBody) -> dict[str, Any]:
+        record = await lifecycle.promote(name, body.version, force=body.force)
+        return {"model": name, "alias": "production", "version": record.number}
+
+    @api.post("/models/{name}/rollback")
+    async def rollback(name: str) -> dict[str, Any]:
+        record = await lifecycle.rollback(name)
+        return {"model": name, "alias": "production", "version": record.number}
 
     @api.put("/models/{name}/versions/{version}/pin")
     async def pin(name: str, version: str) -> dict[str, Any]:

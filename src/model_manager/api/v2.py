@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anyio.to_thread
@@ -10,8 +9,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from model_manager import __version__
+from model_manager.api.bodies import json_object
 from model_manager.api.codec import HEADER_LENGTH, decode_request, encode_response
-from model_manager.errors import InvalidInput
 from model_manager.registry import Registry, VersionRecord
 from model_manager.runtimes import FORMATS
 from model_manager.serving import ModelCache, PredictionRouter, State, VersionLifecycle
@@ -77,13 +76,14 @@ def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache,
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         raw, header_length = await request.body(), request.headers.get(HEADER_LENGTH)
         infer_request, result = await router.predict(
-            name, version, lambda: decode_request(raw, header_length))
+            name, version, lambda: decode_request(raw, header_length),
+            routing_key=request.headers.get("x-routing-key"))
         body, headers = encode_response(result, infer_request)
         return Response(body, headers=headers)
 
     @api.post("/repository/index")
     async def repository_index(request: Request) -> list[dict[str, Any]]:
-        only_ready = bool(_json_object(await request.body()).get("ready", False))
+        only_ready = bool(json_object(await request.body()).get("ready", False))
         models = await anyio.to_thread.run_sync(registry.list_models)
         index = []
         for model in models:
@@ -109,18 +109,6 @@ def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache,
         return {"name": name, "unloaded": [str(number) for number in unloaded]}
 
     return api
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        value = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return value
 
 
 def _metadata(version: VersionRecord, served: list[str]) -> dict[str, Any]:

@@ -307,3 +307,73 @@ def formats(ctx: click.Context, as_json: bool) -> None:
              "" if f["available"] or not f["extra"] else f"install ml-model-manager[{f['extra']}]"]
             for f in table]
     click.echo(format_table(["FORMAT", "FILES", "AVAILABLE", "TO INSTALL"], rows))
+
+
+@cli.group()
+def traffic() -> None:
+    """Split a model's traffic among versions (canary) and shadow new ones."""
+
+
+@traffic.command("set")
+@click.argument("name")
+@click.argument("routes", nargs=-1, required=True, metavar="VERSION=WEIGHT...")
+@click.option("--shadow", "shadows", multiple=True, metavar="VERSION@RATE",
+              help="A shadow version and its sample rate, e.g. 5@0.5 (repeatable).")
+@click.option("--sticky-key", help="The request parameter that carries the routing key.")
+@click.pass_context
+def traffic_set(ctx: click.Context, name: str, routes: tuple[str, ...], shadows: tuple[str, ...],
+                sticky_key: str | None) -> None:
+    """Route NAME's requests by weight, e.g. `traffic set iris 3=90 4=10 --shadow 5@0.5`."""
+    body: dict[str, Any] = {"routes": [_pair(r, "=", "weight") for r in routes],
+                            "shadows": [_pair(s, "@", "sample_rate") for s in shadows]}
+    if sticky_key:
+        body["sticky_key"] = sticky_key
+    result = _call(ctx, "request", "PUT", f"/api/models/{name}/traffic", json=body)
+    _echo_json(result["policy"])
+
+
+def _pair(text: str, separator: str, field: str) -> dict[str, Any]:
+    version, _, value = text.partition(separator)
+    try:
+        return {"version": int(version), field: int(value) if field == "weight" else float(value)}
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected VERSION{separator}"
+                                 f"{field.upper()}") from None
+
+
+@traffic.command("show")
+@click.argument("name")
+@click.pass_context
+def traffic_show(ctx: click.Context, name: str) -> None:
+    """Show NAME's traffic policy (null: requests follow production)."""
+    _echo_json(_call(ctx, "request", "GET", f"/api/models/{name}/traffic")["policy"])
+
+
+@traffic.command("clear")
+@click.argument("name")
+@click.pass_context
+def traffic_clear(ctx: click.Context, name: str) -> None:
+    """Remove NAME's traffic policy: requests follow production again."""
+    _call(ctx, "request", "DELETE", f"/api/models/{name}/traffic")
+    click.echo(f"{name}: requests follow production")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Promote a version whose golden probe fails.")
+@click.pass_context
+def promote(ctx: click.Context, name: str, version: str, force: bool) -> None:
+    """Point production at VERSION (loaded and warmed first) and end its canary."""
+    body = {"version": int(version) if version.isdigit() else version, "force": force}
+    result = _call(ctx, "request", "POST", f"/api/models/{name}/promote", json=body)
+    click.echo(f"{name}@production -> {result['version']}")
+
+
+@cli.command()
+@click.argument("name")
+@click.pass_context
+def rollback(ctx: click.Context, name: str) -> None:
+    """Return production to the version it pointed at before."""
+    result = _call(ctx, "request", "POST", f"/api/models/{name}/rollback")
+    click.echo(f"{name}@production -> {result['version']}")

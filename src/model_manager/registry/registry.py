@@ -111,6 +111,15 @@ class Registry:
                 return version
         raise NotFound(f"model {name!r} has no version {number}")
 
+    def get_policy(self, name: str) -> dict[str, Any] | None:
+        """The model's traffic policy as stored, or None (requests then follow ``production``)."""
+        with self.engine.connect() as conn:
+            query = (sa.select(t.traffic_policies.c.policy)
+                     .join(t.models, t.models.c.id == t.traffic_policies.c.model_id)
+                     .where(t.models.c.name == name))
+            value = conn.execute(query).scalar()
+            return dict(value) if value is not None else None
+
     def is_blob_referenced(self, sha256: str) -> bool:
         with self.engine.connect() as conn:
             query = sa.select(sa.func.count()).select_from(t.versions).where(
@@ -179,6 +188,20 @@ class Registry:
             self._record(conn, model_id, "version.pinned" if pinned else "version.unpinned",
                          {"version": version.number}, actor)
         return dataclasses.replace(version, pinned=pinned)
+
+    def set_policy(self, name: str, policy: dict[str, Any] | None,
+                   actor: str | None = None) -> None:
+        """Replace (or with None, remove) the model's traffic policy; audited with before/after."""
+        with self._write() as conn:
+            model_id = self._model_row(conn, name).id
+            where = t.traffic_policies.c.model_id == model_id
+            before = conn.execute(sa.select(t.traffic_policies.c.policy).where(where)).scalar()
+            conn.execute(t.traffic_policies.delete().where(where))
+            if policy is not None:
+                conn.execute(t.traffic_policies.insert().values(model_id=model_id, policy=policy,
+                                                                updated_at=_now()))
+            kind = "traffic.set" if policy is not None else "traffic.cleared"
+            self._record(conn, model_id, kind, {"from": before, "to": policy}, actor)
 
     def set_alias(self, name: str, alias: str, ref: str | int,
                   actor: str | None = None) -> VersionRecord:

@@ -92,3 +92,10 @@ usage_daily = Table(
     Column("first_used", UTCDateTime, nullable=True),
     Column("last_used", UTCDateTime, nullable=True),
 )
+
+traffic_policies = Table(
+    "traffic_policies", metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("policy", JSON, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
 import numpy as np
@@ -19,6 +19,7 @@ from model_manager.errors import Conflict, ModelManagerError
 from model_manager.registry import ModelRecord, Registry, VersionRecord
 from model_manager.runtimes import DATATYPES, Runtime
 from model_manager.serving.cache import LoadedModel, ModelCache
+from model_manager.serving.traffic import TrafficPolicy
 from model_manager.telemetry.events import EventLog
 from model_manager.types import Array, VersionKey
 
@@ -69,6 +70,49 @@ class VersionLifecycle:
         if previous is not None and previous != target.number:
             await self._retire(name, previous)
         return record
+
+    async def set_traffic(self, name: str, spec: dict[str, Any],
+                          actor: str | None = None) -> TrafficPolicy:
+        """Store a traffic policy once every version it names is loaded (and warmed): routing
+        then never sends a request to a version that still has to load."""
+        policy = TrafficPolicy.from_json(spec)
+        model = await self._model(name)
+        known = {v.number: v for v in model.versions}
+        for number in sorted(policy.versions()):
+            if number not in known or known[number].archived:
+                state = "archived" if number in known else "unknown"
+                raise Conflict(f"the policy names version {number} of {name!r}, which is {state}")
+        for number in sorted(policy.versions()):
+            await self._cache.load(known[number])
+        await anyio.to_thread.run_sync(self._registry.set_policy, name, policy.to_json(), actor)
+        self._events.emit("traffic_change", model=name, policy=policy.to_json())
+        return policy
+
+    async def clear_traffic(self, name: str, actor: str | None = None) -> None:
+        """Remove the policy: requests follow ``production`` again."""
+        await self._model(name)  # 404 for an unknown model
+        await anyio.to_thread.run_sync(self._registry.set_policy, name, None, actor)
+        self._events.emit("traffic_change", model=name, policy=None)
+
+    async def promote(self, name: str, ref: str | int, *, force: bool = False,
+                      actor: str | None = None) -> VersionRecord:
+        """Move ``production`` to a version (loaded and warmed first) and end the canary or
+        shadow that staged it: a policy naming the promoted version is removed."""
+        record = await self.set_alias(name, "production", ref, force=force, actor=actor)
+        stored = await anyio.to_thread.run_sync(self._registry.get_policy, name)
+        if stored is not None and record.number in TrafficPolicy.from_json(stored).versions():
+            await self.clear_traffic(name, actor)
+        return record
+
+    async def rollback(self, name: str, actor: str | None = None) -> VersionRecord:
+        """Return ``production`` to the version it pointed at before its last move."""
+        events = await anyio.to_thread.run_sync(self._registry.list_events, name)
+        moves = [e.details for e in events
+                 if e.kind == "alias.set" and e.details.get("alias") == "production"]
+        if not moves or moves[0].get("previous") is None:
+            raise Conflict(f"{name!r} has no earlier production version to roll back to")
+        return await self.set_alias(name, "production", int(moves[0]["previous"]), force=True,
+                                    actor=actor)
 
     async def delete_alias(self, name: str, alias: str, actor: str | None = None) -> None:
         previous = (await self._model(name)).aliases.get(alias)

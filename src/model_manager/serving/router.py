@@ -1,12 +1,14 @@
 """``PredictionRouter``: the path of one prediction, top to bottom.
 
-resolve (name + version | alias | default route) -> track (usage, latency, outcome) -> decode
--> acquire (loaded model) -> check inputs -> predict (worker thread, timeout) -> check outputs.
+resolve (name + version | alias | traffic policy | production) -> track (usage, latency, outcome)
+-> decode -> acquire (loaded model) -> check inputs -> predict (worker thread, timeout)
+-> check outputs.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 import anyio
@@ -16,6 +18,7 @@ from model_manager.errors import InvalidOutput, NotFound, PredictionTimeout
 from model_manager.registry import Registry, VersionRecord
 from model_manager.serving.cache import LoadedModel, ModelCache
 from model_manager.serving.inference import InferenceRequest, InferenceResponse, InferOutput
+from model_manager.serving.traffic import TrafficPolicy
 from model_manager.serving.validation import OutputRules, check_inputs, check_outputs, select_outputs
 from model_manager.telemetry.usage import Tracking, UsageRecorder
 from model_manager.types import Array, Tensors, VersionKey
@@ -41,20 +44,33 @@ class PredictionRouter:
             raise NotFound(f"version {version.number} of {name!r} is archived")
         return version
 
-    async def predict(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest]
-                      ) -> tuple[InferenceRequest, InferenceResponse]:
+    async def predict(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest],
+                      routing_key: str | None = None) -> tuple[InferenceRequest, InferenceResponse]:
         """Serve one request; ``decode`` parses its body once the version is known (so a
-        malformed body counts against that version as bad input)."""
-        version = await self.resolve(name, ref)
+        malformed body counts against that version as bad input). Without a version, the
+        model's traffic policy picks one: by ``routing_key`` (the X-Routing-Key header) or the
+        request's sticky-key parameter when given, else at random by weight."""
+        version, request = await self._route(name, ref, decode, routing_key)
         with self._usage.track((name, version.number)) as tracking:
-            request = decode()
+            request = request or decode()
             async with self._cache.acquire(version) as model:
                 signature = model.runtime.signature
                 inputs = check_inputs(signature, request)
                 names = select_outputs(signature, request)
                 results = await self._run(model, inputs, names, tracking)
             outputs = self._checked(model, names, results, tracking)
-        return request, InferenceResponse(name, version.number, tuple(outputs), request.id)
+        return request, InferenceResponse(name, version.number, tuple(outputs),
+                                          request.id or uuid.uuid4().hex)
+
+    async def _route(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest],
+                     routing_key: str | None) -> tuple[VersionRecord, InferenceRequest | None]:
+        stored = None if ref else await anyio.to_thread.run_sync(self._registry.get_policy, name)
+        if stored is None:
+            return await self.resolve(name, ref), None
+        policy = TrafficPolicy.from_json(stored)
+        request = decode()  # the routing key may be one of its parameters
+        key = routing_key or request.parameters.get(policy.sticky_key)
+        return await self.resolve(name, str(policy.choose(None if key is None else str(key)))), request
 
     async def _run(self, model: LoadedModel, inputs: Tensors, names: Sequence[str],
                    tracking: Tracking) -> dict[str, Array]:
