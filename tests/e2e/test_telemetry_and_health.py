@@ -95,7 +95,7 @@ def test_slow_model_turns_degraded_while_others_stay_healthy(client: httpx.Clien
     for name in ("slowpoke", "quick"):  # so that a cold start's load is not what p99 shows
         assert client.post(f"/v2/repository/models/{name}/load").status_code == 200
     for _ in range(5):
-        assert client.post("/v2/models/slowpoke/infer", json=wide_body(32)).status_code == 200
+        assert client.post("/v2/models/slowpoke/infer", json=wide_body(128)).status_code == 200
         assert client.post("/v2/models/quick/infer", json=IRIS_ROW).status_code == 200
     slow, quick = version_health(client, "slowpoke"), version_health(client, "quick")
     assert slow["status"] == "degraded"
