@@ -46,10 +46,11 @@ class PredictionRouter:
 
     async def predict(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest],
                       routing_key: str | None = None) -> tuple[InferenceRequest, InferenceResponse]:
-        """Serve one request; ``decode`` parses its body once the version is known (so a
-        malformed body counts against that version as bad input). Without a version, the
-        model's traffic policy picks one: by ``routing_key`` (the X-Routing-Key header) or the
-        request's sticky-key parameter when given, else at random by weight."""
+        """Serve one request; ``decode`` parses its body once the version is known, so a
+        malformed body counts against that version as bad input. Without a version, the
+        model's traffic policy (if any) picks one: by ``routing_key`` (the X-Routing-Key header)
+        or the request's sticky-key parameter, else at random by weight; the body is then parsed
+        first, as the key may be in it."""
         version, request = await self._route(name, ref, decode, routing_key)
         with self._usage.track((name, version.number)) as tracking:
             request = request or decode()
