@@ -196,6 +196,11 @@ def unpin(ctx: click.Context, name: str, version: str) -> None:
     click.echo(f"unpinned {name} version {state['version']}")
 
 
+def _version_body(version: str, force: bool) -> dict[str, Any]:
+    """The body that moves an alias: a version number, or another alias's name."""
+    return {"version": int(version) if version.isdigit() else version, "force": force}
+
+
 @cli.group()
 def alias() -> None:
     """Point names such as production at versions."""
@@ -209,7 +214,7 @@ def alias() -> None:
 @click.pass_context
 def alias_set(ctx: click.Context, name: str, alias_name: str, version: str, force: bool) -> None:
     """Point ALIAS of model NAME at VERSION (a number or another alias)."""
-    body = {"version": int(version) if version.isdigit() else version, "force": force}
+    body = _version_body(version, force)
     result = _call(ctx, "request", "PUT", f"/api/models/{name}/aliases/{alias_name}", json=body)
     click.echo(f"{name}@{alias_name} -> {result['version']}")
 
@@ -365,7 +370,7 @@ def traffic_clear(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def promote(ctx: click.Context, name: str, version: str, force: bool) -> None:
     """Point production at VERSION (loaded and warmed first) and end its canary."""
-    body = {"version": int(version) if version.isdigit() else version, "force": force}
+    body = _version_body(version, force)
     result = _call(ctx, "request", "POST", f"/api/models/{name}/promote", json=body)
     click.echo(f"{name}@production -> {result['version']}")
 
