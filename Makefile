@@ -50,3 +50,4 @@ clean:
 # Benchmarks, never part of `make test`; results are appended to bench/results/*.jsonl.
 bench: install
 	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/shadow.py

@@ -77,3 +77,48 @@ def matmul_chain_model(path: Path, width: int = 1024, layers: int = 8) -> Path:
         [numpy_helper.from_array(weights, "W")])
     onnx.save(helper.make_model(graph, opset_imports=OPSET), path)
     return path
+
+
+def linear_model(path: Path, weights: np.ndarray) -> Path:
+    """``y = x @ weights`` on FP32 [-1, 4] -> [-1, 4]: class scores whose argmax the weights set."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+        [numpy_helper.from_array(weights.astype(np.float32), "W")])
+    onnx.save(helper.make_model(graph, opset_imports=OPSET), path)
+    return path
+
+
+def slow_model(path: Path, width: int = 2048, layers: int = 12) -> Path:
+    """FP32 [-1, 4] -> [-1, 4] through ``layers`` dense products of ``width``: tens of
+    milliseconds a row, with the inputs and outputs of the offset models."""
+    rng = np.random.default_rng(0)
+    initializers = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("Win", rng.random((4, width)) / 4), ("W", rng.random((width, width)) / width),
+        ("Wout", rng.random((width, 4)) / width))]
+    nodes, previous = [helper.make_node("MatMul", ["x", "Win"], ["h"])], "h"
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [previous, "W"], [f"h{i}"]))
+        previous = f"h{i}"
+    nodes.append(helper.make_node("MatMul", [previous, "Wout"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], initializers)
+    onnx.save(helper.make_model(graph, opset_imports=OPSET), path)
+    return path
+
+
+def failing_model(path: Path) -> Path:
+    """FP32 [-1, 4] whose graph reshapes to 3 columns: every request of one row fails at run
+    time (4 values do not make rows of 3)."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+         helper.make_node("Reshape", ["r", "back"], ["y"])], "failing",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+        [numpy_helper.from_array(np.array([-1, 3], dtype=np.int64), "shape"),
+         numpy_helper.from_array(np.array([-1, 4], dtype=np.int64), "back")])
+    onnx.save(helper.make_model(graph, opset_imports=OPSET), path)
+    return path

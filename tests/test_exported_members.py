@@ -22,9 +22,10 @@ import model_manager.telemetry
     (model_manager.serving, ["InferInput", "InferOutput", "InferenceRequest", "InferenceResponse",
                              "LoadedModel", "ModelCache", "PredictionRouter", "RequestedOutput",
                              "State", "VersionLifecycle", "VersionState"]),
-    (model_manager.telemetry, ["CONTENT_TYPE", "ERROR_KINDS", "OUTCOMES", "EventLog", "Metrics",
-                               "UsageCounts", "UsageRecorder", "UsageStore", "WindowStats",
-                               "usage_report"]),
+    (model_manager.telemetry, ["CONTENT_TYPE", "ERROR_KINDS", "OUTCOMES", "Comparison", "EventLog",
+                               "Metrics", "PairStats", "PredictionLog", "ShadowStats", "UsageCounts",
+                               "UsageRecorder", "UsageStore", "WindowStats", "compare",
+                               "parse_outcomes", "prediction_of", "usage_report"]),
     (model_manager.store, ["ArtifactStore", "LocalStore", "MemoryStore", "StagedFile", "iter_file",
                            "open_store", "stage_stream"]),
 ])

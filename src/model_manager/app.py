@@ -19,6 +19,7 @@ from model_manager.api import (
     install_error_handlers,
     management_routes,
     metrics_routes,
+    monitoring_routes,
     v2_routes,
 )
 from model_manager.catalog import Catalog
@@ -26,14 +27,27 @@ from model_manager.health import HealthMonitor, Thresholds
 from model_manager.registry import Registry
 from model_manager.runtimes import LoadOptions
 from model_manager.serving import LoadedModel, ModelCache, PredictionRouter, VersionLifecycle
+from model_manager.serving.guard import CanaryGuard
 from model_manager.serving.hooks import HookFanout
 from model_manager.serving.lifecycle import warm
 from model_manager.serving.memory import freeze_startup_objects, tune_allocator
+from model_manager.serving.model_settings import SettingsCache
+from model_manager.serving.shadow import ShadowDispatcher
 from model_manager.settings import Settings
 from model_manager.store import open_store
-from model_manager.telemetry import EventLog, Metrics, UsageRecorder, UsageStore
+from model_manager.telemetry import (
+    EventLog,
+    Metrics,
+    PredictionLog,
+    ShadowStats,
+    UsageRecorder,
+    UsageStore,
+)
 
 log = logging.getLogger(__name__)
+
+_SETTINGS_REFRESH = 2.0
+"""Seconds between re-reads of per-model settings (other replicas may change them)."""
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -58,8 +72,16 @@ def create_app(settings: Settings) -> FastAPI:
         settings.health_max_error_rate, settings.health_max_invalid_rate, settings.health_max_p99),
         settings.health_window)
     metrics.watch_cache(lambda: cache.used, lambda: len(cache.loaded()), settings.memory_budget)
-    router = PredictionRouter(registry, cache, usage, settings.predict_timeout)
+    model_settings = SettingsCache(registry, settings.prediction_log_rate)
+    predictions = PredictionLog(registry, settings.prediction_log_rows)
+    shadow_stats = ShadowStats(registry)
+    shadows = ShadowDispatcher(registry, cache, shadow_stats, predictions, metrics,
+                               settings.predict_timeout, settings.shadow_queue)
+    router = PredictionRouter(registry, cache, usage, settings.predict_timeout, model_settings,
+                              predictions, shadows)
     lifecycle = VersionLifecycle(catalog, cache, health, events)
+    guard = CanaryGuard(registry, model_settings, usage, lifecycle, events)
+    flushed = (usage, shadow_stats, predictions)
     readiness = Readiness()
 
     @asynccontextmanager
@@ -73,8 +95,11 @@ def create_app(settings: Settings) -> FastAPI:
                  "%d bytes)", __version__, settings.host, settings.port,
                  registry.engine.url.render_as_string(), settings.resolved_store_url,
                  settings.memory_budget)
+        await anyio.to_thread.run_sync(model_settings.refresh)
         tasks = [asyncio.create_task(_start_up(lifecycle, settings, readiness)),
-                 asyncio.create_task(_every(settings.usage_flush_interval, _flush, usage))]
+                 asyncio.create_task(_every(settings.usage_flush_interval, _flush, *flushed)),
+                 asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, model_settings.refresh)),
+                 asyncio.create_task(_every(settings.guard_interval, guard.check))]
         if settings.idle_unload > 0:
             tasks.append(asyncio.create_task(
                 _every(min(settings.idle_unload / 4, 30.0), cache.unload_idle, settings.idle_unload)))
@@ -87,7 +112,8 @@ def create_app(settings: Settings) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await _flush(usage)
+            await shadows.close()
+            await _flush(*flushed)
             await cache.close()
             registry.close()
 
@@ -96,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v2_routes(router, registry, cache, lifecycle, readiness))
     app.include_router(management_routes(catalog, lifecycle, cache, usage, health))
+    app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions))
     app.include_router(metrics_routes(metrics))
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)
@@ -119,8 +146,20 @@ async def _every(seconds: float, work: Callable[..., Awaitable[Any]], *args: Any
             log.exception("periodic %s failed", getattr(work, "__name__", work))
 
 
-async def _flush(usage: UsageRecorder) -> None:
-    await anyio.to_thread.run_sync(usage.flush)
+async def _flush(*recorders: UsageRecorder | ShadowStats | PredictionLog) -> None:
+    """Write what each recorder gathered; one failing does not keep the others from writing."""
+    failed = None
+    for recorder in recorders:
+        try:
+            await anyio.to_thread.run_sync(recorder.flush)
+        except Exception as exc:
+            failed = exc
+    if failed is not None:
+        raise failed
+
+
+async def _in_thread(work: Callable[[], Any]) -> None:
+    await anyio.to_thread.run_sync(work)
 
 
 def _register_demo(catalog: Catalog) -> None:

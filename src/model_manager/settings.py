@@ -118,6 +118,14 @@ class Settings:
     health_max_invalid_rate: float = 0.01
     health_max_p99: float = 1.0
     """Seconds; a version's p99 over the window above this makes it degraded."""
+    prediction_log_rate: float = 0.01
+    """Default share of requests logged for outcome joins (a model's settings may change it)."""
+    prediction_log_rows: int = 100_000
+    """Logged predictions each model keeps; the oldest go first."""
+    shadow_queue: int = 64
+    """Shadow requests waiting per model; more are dropped."""
+    guard_interval: float = 5.0
+    """Seconds between auto-rollback checks of canary routes."""
     max_upload_size: int = 2 * 1024**3
     max_request_size: int = 64 * 1024**2
     log_level: str = "info"
@@ -150,7 +158,7 @@ class Settings:
 
 _SIZES = {"memory_budget", "max_upload_size", "max_request_size"}
 _DURATIONS = {"idle_unload", "load_wait", "predict_timeout", "usage_flush_interval",
-              "probe_interval", "health_window", "health_max_p99"}
+              "probe_interval", "health_window", "health_max_p99", "guard_interval"}
 
 
 def _coerce(name: str, value: Any) -> Any:

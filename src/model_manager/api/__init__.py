@@ -6,6 +6,7 @@ from model_manager.api.errors import STATUS, install_error_handlers, status_of
 from model_manager.api.limits import BodySizeLimit
 from model_manager.api.management import management_routes
 from model_manager.api.metrics import metrics_routes
+from model_manager.api.monitoring import monitoring_routes
 from model_manager.api.v2 import Readiness, v2_routes
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "install_error_handlers",
     "management_routes",
     "metrics_routes",
+    "monitoring_routes",
     "status_of",
     "v2_routes",
 ]

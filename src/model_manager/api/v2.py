@@ -7,6 +7,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 
 from model_manager import __version__
 from model_manager.api.bodies import json_object
@@ -75,11 +76,12 @@ def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache,
     @api.post("/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         raw, header_length = await request.body(), request.headers.get(HEADER_LENGTH)
-        infer_request, result = await router.predict(
+        infer_request, result, shadow_job = await router.predict(
             name, version, lambda: decode_request(raw, header_length),
             routing_key=request.headers.get("x-routing-key"))
         body, headers = encode_response(result, infer_request)
-        return Response(body, headers=headers)
+        after = BackgroundTask(router.dispatch, shadow_job) if shadow_job else None
+        return Response(body, headers=headers, background=after)
 
     @api.post("/repository/index")
     async def repository_index(request: Request) -> list[dict[str, Any]]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import click
 
-from model_manager.cli.client import DEFAULT_URL, ApiError, ServerClient
+from model_manager.cli import monitoring
+from model_manager.cli.calls import call, echo_json, json_arg
+from model_manager.cli.client import DEFAULT_URL
 from model_manager.cli.tables import format_table
 
 
@@ -25,34 +26,6 @@ def cli(ctx: click.Context, url: str) -> None:
 
 def main() -> None:
     cli(prog_name="model-manager")
-
-
-def _client(ctx: click.Context) -> ServerClient:
-    return ServerClient(ctx.obj)
-
-
-def _call(ctx: click.Context, method: str, *args: Any, **kwargs: Any) -> Any:
-    client = _client(ctx)
-    try:
-        return getattr(client, method)(*args, **kwargs)
-    except ApiError as exc:
-        raise click.ClickException(exc.message) from exc
-    finally:
-        client.close()
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2))
-
-
-def _json_arg(text: str, what: str) -> Any:
-    """A JSON value given inline or as ``@path``."""
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"{what} is not valid JSON: {exc}") from exc
 
 
 @cli.command()
@@ -83,6 +56,13 @@ def _json_arg(text: str, what: str) -> Any:
 @click.option("--health-max-error-rate", type=float, help="Degraded above this. [default: 0.05]")
 @click.option("--health-max-invalid-rate", type=float, help="Degraded above this. [default: 0.01]")
 @click.option("--health-max-p99", help="Degraded when p99 is above this, e.g. 500ms. [default: 1s]")
+@click.option("--prediction-log-rate", type=float,
+              help="Share of requests logged for outcome joins. [default: 0.01]")
+@click.option("--prediction-log-rows", type=int, help="Logged predictions kept per model. "
+              "[default: 100000]")
+@click.option("--shadow-queue", type=int, help="Shadow requests waiting per model. [default: 64]")
+@click.option("--guard-interval", help="How often canary routes are checked for auto-rollback. "
+              "[default: 5s]")
 @click.option("--max-upload-size", help="Largest model upload, e.g. 2GiB. [default: 2GiB]")
 @click.option("--max-request-size", help="Largest other request body. [default: 64MiB]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
@@ -115,11 +95,11 @@ def push(ctx: click.Context, file: Path, name: str, fmt: str | None, metadata: s
     """Upload FILE as the next version of a model."""
     if metadata and metadata.startswith("@"):
         metadata = Path(metadata[1:]).read_text()
-    version = _call(ctx, "push", name, file, fmt, metadata)
+    version = call(ctx, "push", name, file, fmt, metadata)
     click.echo(f"pushed {name} version {version['version']} "
                f"({version['format']}, sha256 {version['sha256'][:12]})")
     if alias:
-        _call(ctx, "request", "PUT", f"/api/models/{name}/aliases/{alias}",
+        call(ctx, "request", "PUT", f"/api/models/{name}/aliases/{alias}",
               json={"version": version["version"]})
         click.echo(f"{name}@{alias} -> {version['version']}")
 
@@ -131,15 +111,15 @@ def push(ctx: click.Context, file: Path, name: str, fmt: str | None, metadata: s
 def list_(ctx: click.Context, name: str | None, as_json: bool) -> None:
     """List models, or the versions of model NAME."""
     if name is None:
-        models = _call(ctx, "request", "GET", "/api/models")
+        models = call(ctx, "request", "GET", "/api/models")
         if as_json:
-            return _echo_json(models)
+            return echo_json(models)
         rows = [[m["name"], m["latest_version"], m["version_count"],
                  _aliases(m["aliases"])] for m in models]
         return click.echo(format_table(["MODEL", "LATEST", "VERSIONS", "ALIASES"], rows))
-    model = _call(ctx, "request", "GET", f"/api/models/{name}")
+    model = call(ctx, "request", "GET", f"/api/models/{name}")
     if as_json:
-        return _echo_json(model)
+        return echo_json(model)
     rows = [[v["version"], v["format"], v["size"], v["sha256"][:12], v["created_at"][:19],
              ",".join(v["aliases"]), _state(v), v["loaded_bytes"] or ""]
             for v in model["versions"]]
@@ -163,7 +143,7 @@ def _aliases(aliases: dict[str, int]) -> str:
 def show(ctx: click.Context, name: str, version: str | None) -> None:
     """Show a model, or one version (a number or an alias), as JSON."""
     path = f"/api/models/{name}" + (f"/versions/{version}" if version else "")
-    _echo_json(_call(ctx, "request", "GET", path))
+    echo_json(call(ctx, "request", "GET", path))
 
 
 @cli.command()
@@ -172,7 +152,7 @@ def show(ctx: click.Context, name: str, version: str | None) -> None:
 @click.pass_context
 def rm(ctx: click.Context, name: str, version: str) -> None:
     """Delete a version that no alias points at."""
-    deleted = _call(ctx, "request", "DELETE", f"/api/models/{name}/versions/{version}")
+    deleted = call(ctx, "request", "DELETE", f"/api/models/{name}/versions/{version}")
     click.echo(f"deleted {name} version {deleted['deleted']['version']}")
 
 
@@ -182,7 +162,7 @@ def rm(ctx: click.Context, name: str, version: str) -> None:
 @click.pass_context
 def pin(ctx: click.Context, name: str, version: str) -> None:
     """Load VERSION of NAME now and keep it loaded (never evicted)."""
-    state = _call(ctx, "request", "PUT", f"/api/models/{name}/versions/{version}/pin")
+    state = call(ctx, "request", "PUT", f"/api/models/{name}/versions/{version}/pin")
     click.echo(f"pinned {name} version {state['version']} ({state['loaded_bytes']} bytes loaded)")
 
 
@@ -192,7 +172,7 @@ def pin(ctx: click.Context, name: str, version: str) -> None:
 @click.pass_context
 def unpin(ctx: click.Context, name: str, version: str) -> None:
     """Let VERSION of NAME be evicted or idle-unloaded again."""
-    state = _call(ctx, "request", "DELETE", f"/api/models/{name}/versions/{version}/pin")
+    state = call(ctx, "request", "DELETE", f"/api/models/{name}/versions/{version}/pin")
     click.echo(f"unpinned {name} version {state['version']}")
 
 
@@ -215,7 +195,7 @@ def alias() -> None:
 def alias_set(ctx: click.Context, name: str, alias_name: str, version: str, force: bool) -> None:
     """Point ALIAS of model NAME at VERSION (a number or another alias)."""
     body = _version_body(version, force)
-    result = _call(ctx, "request", "PUT", f"/api/models/{name}/aliases/{alias_name}", json=body)
+    result = call(ctx, "request", "PUT", f"/api/models/{name}/aliases/{alias_name}", json=body)
     click.echo(f"{name}@{alias_name} -> {result['version']}")
 
 
@@ -225,7 +205,7 @@ def alias_set(ctx: click.Context, name: str, alias_name: str, version: str, forc
 @click.pass_context
 def alias_rm(ctx: click.Context, name: str, alias_name: str) -> None:
     """Remove ALIAS from model NAME."""
-    _call(ctx, "request", "DELETE", f"/api/models/{name}/aliases/{alias_name}")
+    call(ctx, "request", "DELETE", f"/api/models/{name}/aliases/{alias_name}")
     click.echo(f"removed {name}@{alias_name}")
 
 
@@ -241,8 +221,8 @@ def predict(ctx: click.Context, name: str, input_: str, input_name: str | None,
     """Predict with model NAME; prints the outputs as JSON."""
     import numpy as np
 
-    data = _json_arg(input_, "--input")
-    metadata = _call(ctx, "model_metadata", name, version)
+    data = json_arg(input_, "--input")
+    metadata = call(ctx, "model_metadata", name, version)
     specs = {spec["name"]: spec for spec in metadata["inputs"]}
     spec = specs.get(input_name) if input_name else metadata["inputs"][0]
     if spec is None:
@@ -250,10 +230,10 @@ def predict(ctx: click.Context, name: str, input_: str, input_name: str | None,
     shape = list(np.asarray(data, dtype=object).shape)
     body = {"inputs": [{"name": spec["name"], "datatype": spec["datatype"], "shape": shape,
                         "data": data}]}
-    result = _call(ctx, "infer", name, version, body)
+    result = call(ctx, "infer", name, version, body)
     outputs = {o["name"]: np.asarray(o["data"], dtype=object).reshape(o["shape"]).tolist()
                for o in result["outputs"]}
-    _echo_json({"model_name": result["model_name"], "model_version": result["model_version"],
+    echo_json({"model_name": result["model_name"], "model_version": result["model_version"],
                 "outputs": outputs})
 
 
@@ -265,9 +245,9 @@ def predict(ctx: click.Context, name: str, input_: str, input_name: str | None,
 @click.pass_context
 def usage(ctx: click.Context, name: str, days: int, daily: bool, as_json: bool) -> None:
     """Requests, errors by kind, latency percentiles and first/last use of model NAME."""
-    report = _call(ctx, "request", "GET", f"/api/models/{name}/usage", params={"days": days})
+    report = call(ctx, "request", "GET", f"/api/models/{name}/usage", params={"days": days})
     if as_json:
-        return _echo_json(report)
+        return echo_json(report)
     headers = ["VERSION", "REQUESTS", "ERRORS", "P50_MS", "P95_MS", "P99_MS", "FIRST_USED",
                "LAST_USED"]
     rows = [[v["version"], v["requests"], _errors(v), v["p50_ms"], v["p95_ms"], v["p99_ms"],
@@ -291,10 +271,10 @@ def _errors(counts: dict[str, Any]) -> str:
 @click.pass_context
 def health(ctx: click.Context, name: str | None, as_json: bool) -> None:
     """Health of model NAME's versions (or of every model) with the reasons behind it."""
-    names = [name] if name else [m["name"] for m in _call(ctx, "request", "GET", "/api/models")]
-    reports = [_call(ctx, "request", "GET", f"/api/models/{n}/health") for n in names]
+    names = [name] if name else [m["name"] for m in call(ctx, "request", "GET", "/api/models")]
+    reports = [call(ctx, "request", "GET", f"/api/models/{n}/health") for n in names]
     if as_json:
-        return _echo_json(reports if name is None else reports[0])
+        return echo_json(reports if name is None else reports[0])
     rows = [[r["model"], v["version"], v["status"].upper(), v["requests"], v["p99_ms"],
              "; ".join(v["reasons"])] for r in reports for v in r["versions"]]
     click.echo(format_table(["MODEL", "VERSION", "STATUS", "REQUESTS", "P99_MS", "REASONS"], rows))
@@ -305,9 +285,9 @@ def health(ctx: click.Context, name: str | None, as_json: bool) -> None:
 @click.pass_context
 def formats(ctx: click.Context, as_json: bool) -> None:
     """Model formats the server knows, and whether each is installed there."""
-    table = _call(ctx, "request", "GET", "/api/formats")
+    table = call(ctx, "request", "GET", "/api/formats")
     if as_json:
-        return _echo_json(table)
+        return echo_json(table)
     rows = [[f["format"], " ".join(f["suffixes"]), "yes" if f["available"] else "no",
              "" if f["available"] or not f["extra"] else f"install ml-model-manager[{f['extra']}]"]
             for f in table]
@@ -333,8 +313,8 @@ def traffic_set(ctx: click.Context, name: str, routes: tuple[str, ...], shadows:
                             "shadows": [_pair(s, "@", "sample_rate") for s in shadows]}
     if sticky_key:
         body["sticky_key"] = sticky_key
-    result = _call(ctx, "request", "PUT", f"/api/models/{name}/traffic", json=body)
-    _echo_json(result["policy"])
+    result = call(ctx, "request", "PUT", f"/api/models/{name}/traffic", json=body)
+    echo_json(result["policy"])
 
 
 def _pair(text: str, separator: str, field: str) -> dict[str, Any]:
@@ -351,7 +331,7 @@ def _pair(text: str, separator: str, field: str) -> dict[str, Any]:
 @click.pass_context
 def traffic_show(ctx: click.Context, name: str) -> None:
     """Show NAME's traffic policy (null: requests follow production)."""
-    _echo_json(_call(ctx, "request", "GET", f"/api/models/{name}/traffic")["policy"])
+    echo_json(call(ctx, "request", "GET", f"/api/models/{name}/traffic")["policy"])
 
 
 @traffic.command("clear")
@@ -359,7 +339,7 @@ def traffic_show(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def traffic_clear(ctx: click.Context, name: str) -> None:
     """Remove NAME's traffic policy: requests follow production again."""
-    _call(ctx, "request", "DELETE", f"/api/models/{name}/traffic")
+    call(ctx, "request", "DELETE", f"/api/models/{name}/traffic")
     click.echo(f"{name}: requests follow production")
 
 
@@ -371,7 +351,7 @@ def traffic_clear(ctx: click.Context, name: str) -> None:
 def promote(ctx: click.Context, name: str, version: str, force: bool) -> None:
     """Point production at VERSION (loaded and warmed first) and end its canary."""
     body = _version_body(version, force)
-    result = _call(ctx, "request", "POST", f"/api/models/{name}/promote", json=body)
+    result = call(ctx, "request", "POST", f"/api/models/{name}/promote", json=body)
     click.echo(f"{name}@production -> {result['version']}")
 
 
@@ -380,5 +360,9 @@ def promote(ctx: click.Context, name: str, version: str, force: bool) -> None:
 @click.pass_context
 def rollback(ctx: click.Context, name: str) -> None:
     """Return production to the version it pointed at before."""
-    result = _call(ctx, "request", "POST", f"/api/models/{name}/rollback")
+    result = call(ctx, "request", "POST", f"/api/models/{name}/rollback")
     click.echo(f"{name}@production -> {result['version']}")
+
+
+for command in (monitoring.shadow, monitoring.outcomes, monitoring.settings):
+    cli.add_command(command)

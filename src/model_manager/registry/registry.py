@@ -120,6 +120,29 @@ class Registry:
             value = conn.execute(query).scalar()
             return dict(value) if value is not None else None
 
+    def policy_since(self, name: str) -> datetime | None:
+        """When the model's traffic policy was last set (None: it has none)."""
+        with self.engine.connect() as conn:
+            query = (sa.select(t.traffic_policies.c.updated_at)
+                     .join(t.models, t.models.c.id == t.traffic_policies.c.model_id)
+                     .where(t.models.c.name == name))
+            return conn.execute(query).scalar()
+
+    def get_settings(self, name: str) -> dict[str, Any]:
+        """The model's monitoring settings as stored (empty: the server's defaults)."""
+        with self.engine.connect() as conn:
+            model_id = self._model_row(conn, name).id
+            query = sa.select(t.model_settings.c.settings).where(
+                t.model_settings.c.model_id == model_id)
+            return dict(conn.execute(query).scalar() or {})
+
+    def all_settings(self) -> dict[str, dict[str, Any]]:
+        """Every model's stored settings, by model name."""
+        with self.engine.connect() as conn:
+            query = sa.select(t.models.c.name, t.model_settings.c.settings).join(
+                t.models, t.models.c.id == t.model_settings.c.model_id)
+            return {row.name: dict(row.settings) for row in conn.execute(query)}
+
     def is_blob_referenced(self, sha256: str) -> bool:
         with self.engine.connect() as conn:
             query = sa.select(sa.func.count()).select_from(t.versions).where(
@@ -189,9 +212,21 @@ class Registry:
                          {"version": version.number}, actor)
         return dataclasses.replace(version, pinned=pinned)
 
+    def set_settings(self, name: str, settings: dict[str, Any], actor: str | None = None) -> None:
+        """Replace the model's monitoring settings; audited with before/after."""
+        with self._write() as conn:
+            model_id = self._model_row(conn, name).id
+            where = t.model_settings.c.model_id == model_id
+            before = conn.execute(sa.select(t.model_settings.c.settings).where(where)).scalar()
+            conn.execute(t.model_settings.delete().where(where))
+            conn.execute(t.model_settings.insert().values(model_id=model_id, settings=settings,
+                                                          updated_at=_now()))
+            self._record(conn, model_id, "settings.set", {"from": before, "to": settings}, actor)
+
     def set_policy(self, name: str, policy: dict[str, Any] | None,
-                   actor: str | None = None) -> None:
-        """Replace (or with None, remove) the model's traffic policy; audited with before/after."""
+                   actor: str | None = None, reason: str | None = None) -> None:
+        """Replace (or with None, remove) the model's traffic policy; audited with before/after
+        (and ``reason``, for a change the server made itself)."""
         with self._write() as conn:
             model_id = self._model_row(conn, name).id
             where = t.traffic_policies.c.model_id == model_id
@@ -201,7 +236,8 @@ class Registry:
                 conn.execute(t.traffic_policies.insert().values(model_id=model_id, policy=policy,
                                                                 updated_at=_now()))
             kind = "traffic.set" if policy is not None else "traffic.cleared"
-            self._record(conn, model_id, kind, {"from": before, "to": policy}, actor)
+            details = {"from": before, "to": policy, **({"reason": reason} if reason else {})}
+            self._record(conn, model_id, kind, details, actor)
 
     def set_alias(self, name: str, alias: str, ref: str | int,
                   actor: str | None = None) -> VersionRecord:

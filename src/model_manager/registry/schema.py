@@ -13,6 +13,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -98,4 +99,34 @@ traffic_policies = Table(
     Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
     Column("policy", JSON, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+model_settings = Table(
+    "model_settings", metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("settings", JSON, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+shadow_daily = Table(
+    "shadow_daily", metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("primary_version", Integer, primary_key=True),
+    Column("shadow_version", Integer, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("stats", JSON, nullable=False),
+)
+
+prediction_log = Table(
+    "prediction_log", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("prediction_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("role", String(8), nullable=False),
+    Column("prediction", JSON, nullable=False),
+    Column("outputs", JSON, nullable=True),
+    Column("outcome", JSON, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_prediction_log_lookup", "model_id", "prediction_id"),
 )

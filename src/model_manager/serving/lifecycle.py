@@ -71,8 +71,8 @@ class VersionLifecycle:
             await self._retire(name, previous)
         return record
 
-    async def set_traffic(self, name: str, spec: dict[str, Any],
-                          actor: str | None = None) -> TrafficPolicy:
+    async def set_traffic(self, name: str, spec: dict[str, Any], actor: str | None = None,
+                          reason: str | None = None) -> TrafficPolicy:
         """Store a traffic policy once every version it names is loaded (and warmed): routing
         then never sends a request to a version that still has to load."""
         policy = TrafficPolicy.from_json(spec)
@@ -84,7 +84,8 @@ class VersionLifecycle:
                 raise Conflict(f"the policy names version {number} of {name!r}, which is {state}")
         for number in sorted(policy.versions()):
             await self._cache.load(known[number])
-        await anyio.to_thread.run_sync(self._registry.set_policy, name, policy.to_json(), actor)
+        await anyio.to_thread.run_sync(self._registry.set_policy, name, policy.to_json(), actor,
+                                       reason)
         self._events.emit("traffic_change", model=name, policy=policy.to_json())
         return policy
 

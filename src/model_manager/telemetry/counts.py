@@ -30,6 +30,25 @@ def bucket_of(seconds: float) -> int:
     return bisect.bisect_left(BOUNDS, seconds)
 
 
+def quantile(histogram: list[int], q: float) -> float | None:
+    """The ``q`` quantile in seconds of a latency histogram (a bucket's upper bound), or None
+    when it is empty."""
+    total = sum(histogram)
+    if total == 0:
+        return None
+    rank, seen = q * total, 0
+    for index, n in enumerate(histogram):
+        seen += n
+        if seen >= rank and n:
+            return BOUNDS[min(index, len(BOUNDS) - 1)]
+    return BOUNDS[-1]
+
+
+def sparse(histogram: list[int]) -> dict[str, int]:
+    """A histogram as stored: only its non-empty buckets."""
+    return {str(i): n for i, n in enumerate(histogram) if n}
+
+
 @dataclasses.dataclass
 class UsageCounts:
     requests: int = 0
@@ -64,27 +83,18 @@ class UsageCounts:
 
     def quantile(self, q: float, histogram: str = "latency") -> float | None:
         """The ``q`` quantile in seconds (a bucket's upper bound), or None with no data."""
-        counts: list[int] = getattr(self, histogram)
-        total = sum(counts)
-        if total == 0:
-            return None
-        rank, seen = q * total, 0
-        for index, n in enumerate(counts):
-            seen += n
-            if seen >= rank and n:
-                return BOUNDS[min(index, len(BOUNDS) - 1)]
-        return BOUNDS[-1]
+        return quantile(getattr(self, histogram), q)
 
     def summary(self) -> dict[str, Any]:
         return {"requests": self.requests, "errors": self.errors,
                 "errors_by_kind": {k: self.outcomes.get(k, 0) for k in ERROR_KINDS},
-                **{f"p{int(q * 100)}_ms": _ms(self.quantile(q)) for q in (0.5, 0.95, 0.99)},
-                "inference_p50_ms": _ms(self.quantile(0.5, "inference")),
-                "inference_p99_ms": _ms(self.quantile(0.99, "inference"))}
+                **{f"p{int(q * 100)}_ms": ms(self.quantile(q)) for q in (0.5, 0.95, 0.99)},
+                "inference_p50_ms": ms(self.quantile(0.5, "inference")),
+                "inference_p99_ms": ms(self.quantile(0.99, "inference"))}
 
     def to_json(self) -> dict[str, Any]:
         return {"requests": self.requests, "outcomes": self.outcomes,
-                "latency": _sparse(self.latency), "inference": _sparse(self.inference)}
+                "latency": sparse(self.latency), "inference": sparse(self.inference)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], first_used: float | None = None,
@@ -98,11 +108,7 @@ class UsageCounts:
         return counts
 
 
-def _sparse(counts: list[int]) -> dict[str, int]:
-    return {str(i): n for i, n in enumerate(counts) if n}
-
-
-def _ms(seconds: float | None) -> float | None:
+def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 

@@ -45,6 +45,9 @@ class Metrics:
         self.inference_seconds = Histogram("model_manager_inference_seconds",
                                            "Time inside the model's runtime.", labels,
                                            buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.shadow_requests = Counter("model_manager_shadow_requests",
+                                       "Shadow copies of requests: compared, failed or dropped.",
+                                       [*labels, "outcome"], registry=self.registry)
         self.memory_budget = Gauge("model_manager_memory_budget_bytes",
                                    "Memory the loaded versions may hold in all.",
                                    registry=self.registry)
@@ -65,6 +68,11 @@ class Metrics:
         self.request_seconds.labels(model, version).observe(seconds)
         if inference is not None:
             self.inference_seconds.labels(model, version).observe(inference)
+
+    def on_shadow(self, key: VersionKey, outcome: str) -> None:
+        """A shadow copy for version ``key`` was compared (``ok``), failed (``error``) or
+        ``dropped``."""
+        self.shadow_requests.labels(key[0], str(key[1]), outcome).inc()
 
     # CacheHooks
 

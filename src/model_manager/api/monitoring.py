@@ -1,0 +1,52 @@
+"""Monitoring API under ``/api``: shadow comparisons, outcomes and per-model settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Query, Request
+
+from model_manager.api.bodies import json_object, json_value
+from model_manager.registry import Registry
+from model_manager.serving.model_settings import SettingsCache
+from model_manager.telemetry import PredictionLog, ShadowStats, parse_outcomes
+
+
+def monitoring_routes(registry: Registry, settings: SettingsCache, shadow_stats: ShadowStats,
+                      predictions: PredictionLog) -> APIRouter:
+    api = APIRouter(prefix="/api")
+
+    async def known(name: str) -> None:
+        await anyio.to_thread.run_sync(registry.get_model, name)  # 404 for an unknown model
+
+    @api.get("/models/{name}/shadow")
+    async def shadow(name: str, days: int = Query(30, ge=1, le=90)) -> dict[str, Any]:
+        await known(name)
+        pairs = await anyio.to_thread.run_sync(shadow_stats.report, name, days)
+        return {"model": name, "days": days, "dropped_since_start": shadow_stats.dropped[name],
+                "pairs": pairs}
+
+    @api.post("/models/{name}/outcomes")
+    async def add_outcomes(name: str, request: Request) -> dict[str, Any]:
+        outcomes = parse_outcomes(json_value(await request.body()))
+        joined = await anyio.to_thread.run_sync(predictions.add_outcomes, name, outcomes)
+        return {"model": name, **joined}
+
+    @api.get("/models/{name}/outcomes")
+    async def outcomes(name: str) -> dict[str, Any]:
+        scores = await anyio.to_thread.run_sync(predictions.scores, name)
+        return {"model": name, "versions": scores}
+
+    @api.get("/models/{name}/settings")
+    async def get_settings(name: str) -> dict[str, Any]:
+        await known(name)
+        return {"model": name, **settings.get(name).to_json()}
+
+    @api.patch("/models/{name}/settings")
+    async def update_settings(name: str, request: Request) -> dict[str, Any]:
+        changes = json_object(await request.body())
+        updated = await anyio.to_thread.run_sync(settings.update, name, changes)
+        return {"model": name, **updated.to_json()}
+
+    return api

@@ -1,0 +1,123 @@
+"""Per-model monitoring settings: the prediction log's sample rate and the canary guard.
+
+Stored in the registry (``PATCH /api/models/{name}/settings``); the server keeps a copy in memory,
+refreshed every few seconds, so the hot path reads a dict and several replicas converge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from model_manager.errors import InvalidInput
+from model_manager.registry import Registry
+from model_manager.telemetry import WindowStats
+
+
+@dataclasses.dataclass(frozen=True)
+class RollbackGuard:
+    """Thresholds a canary route must keep once it has served ``min_requests``."""
+
+    max_error_rate: float | None = None
+    max_p99_ms: float | None = None
+    min_requests: int = 200
+
+    def breach(self, stats: WindowStats) -> str | None:
+        """Why these stats break the guard, or None."""
+        if stats.requests < self.min_requests:
+            return None
+        if self.max_error_rate is not None and stats.error_rate > self.max_error_rate:
+            return (f"error rate {stats.error_rate:.3f} over {stats.requests} requests is above "
+                    f"{self.max_error_rate:g}")
+        if self.max_p99_ms is not None and stats.p99 is not None \
+                and stats.p99 * 1000 > self.max_p99_ms:
+            return (f"p99 {stats.p99 * 1000:.1f} ms over {stats.requests} requests is above "
+                    f"{self.max_p99_ms:g} ms")
+        return None
+
+    @classmethod
+    def from_json(cls, data: Any) -> RollbackGuard:
+        if not isinstance(data, dict) or not data.keys() <= {"max_error_rate", "max_p99_ms",
+                                                            "min_requests"}:
+            raise InvalidInput('auto_rollback is {"max_error_rate": 0.05, "max_p99_ms": 250, '
+                               '"min_requests": 200} (any of them), or null')
+        min_requests = data.get("min_requests", 200)
+        if isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 0:
+            raise InvalidInput(f"min_requests is a non-negative integer, got {min_requests!r}")
+        guard = cls(_number(data, "max_error_rate"), _number(data, "max_p99_ms"), min_requests)
+        if guard.max_error_rate is None and guard.max_p99_ms is None:
+            raise InvalidInput("auto_rollback needs max_error_rate or max_p99_ms")
+        return guard
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    prediction_log_rate: float
+    """Share of requests whose predictions are logged for outcome joins."""
+    auto_rollback: RollbackGuard | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        guard = self.auto_rollback
+        return {"prediction_log_rate": self.prediction_log_rate,
+                "auto_rollback": None if guard is None else dataclasses.asdict(guard)}
+
+    def updated(self, changes: Mapping[str, Any]) -> ModelSettings:
+        """These settings with ``changes`` applied (a partial update), checked."""
+        unknown = changes.keys() - {"prediction_log_rate", "auto_rollback"}
+        if unknown:
+            raise InvalidInput(f"unknown settings {sorted(unknown)}; the settings are "
+                               f"prediction_log_rate and auto_rollback")
+        settings = self
+        if "prediction_log_rate" in changes:
+            rate = _number(changes, "prediction_log_rate")
+            if rate is None or not 0 <= rate <= 1:
+                raise InvalidInput("prediction_log_rate is a number between 0 and 1")
+            settings = dataclasses.replace(settings, prediction_log_rate=rate)
+        if "auto_rollback" in changes:
+            raw = changes["auto_rollback"]
+            guard = None if raw is None else RollbackGuard.from_json(raw)
+            settings = dataclasses.replace(settings, auto_rollback=guard)
+        return settings
+
+
+class SettingsCache:
+    """Every model's settings in memory; models without stored settings get the defaults."""
+
+    def __init__(self, registry: Registry, default_log_rate: float) -> None:
+        self._registry = registry
+        self.defaults = ModelSettings(default_log_rate)
+        self._by_model: dict[str, ModelSettings] = {}
+
+    def get(self, name: str) -> ModelSettings:
+        return self._by_model.get(name, self.defaults)
+
+    def guarded(self) -> dict[str, RollbackGuard]:
+        """The models with an auto-rollback guard."""
+        return {name: s.auto_rollback for name, s in self._by_model.items() if s.auto_rollback}
+
+    def refresh(self) -> None:
+        """Re-read every model's settings (blocking: call from a thread)."""
+        stored = self._registry.all_settings()
+        self._by_model = {name: self.defaults.updated(data) for name, data in stored.items()}
+
+    def update(self, name: str, changes: Mapping[str, Any], actor: str | None = None
+               ) -> ModelSettings:
+        """Apply a partial update, store it and use it now (blocking: call from a thread)."""
+        self._registry.get_model(name)  # 404 for an unknown model
+        settings = self._with_stored(name).updated(changes)
+        self._registry.set_settings(name, settings.to_json(), actor)
+        self._by_model[name] = settings
+        return settings
+
+    def _with_stored(self, name: str) -> ModelSettings:
+        return self.defaults.updated(self._registry.get_settings(name))
+
+
+def _number(data: Mapping[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidInput(f"{key} is a non-negative number, got {value!r}")
+    return float(value)
