@@ -16,6 +16,7 @@ from model_manager import __version__
 from model_manager.api import (
     BodySizeLimit,
     Readiness,
+    governance_routes,
     install_error_handlers,
     management_routes,
     metrics_routes,
@@ -23,6 +24,8 @@ from model_manager.api import (
     v2_routes,
 )
 from model_manager.catalog import Catalog
+from model_manager.clock import Clock
+from model_manager.governance import Governance, Limits
 from model_manager.health import HealthMonitor, Thresholds
 from model_manager.registry import Registry
 from model_manager.runtimes import LoadOptions
@@ -51,7 +54,8 @@ _SETTINGS_REFRESH = 2.0
 
 
 def create_app(settings: Settings) -> FastAPI:
-    registry = Registry.from_url(settings.resolved_db_url)
+    clock = Clock(settings.clock_file)
+    registry = Registry.from_url(settings.resolved_db_url, clock)
     store = open_store(settings.resolved_store_url)
     events = EventLog()
     options = LoadOptions(allow_pickle=settings.allow_pickle,
@@ -59,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
                           threads=settings.model_threads, device=settings.torch_device)
     catalog = Catalog(registry, store, options, settings.max_upload_size, events)
     metrics = Metrics()
-    usage = UsageRecorder(UsageStore(registry), metrics, events)
+    usage = UsageRecorder(UsageStore(registry), metrics, events, clock)
 
     async def after_load(entry: LoadedModel) -> None:
         if await health.probe(entry) is None:  # a probe warms the model; else one dry run does
@@ -67,20 +71,22 @@ def create_app(settings: Settings) -> FastAPI:
 
     cache = ModelCache(catalog.load_runtime, settings.memory_budget,
                        hooks=HookFanout([metrics, events]), room_wait=settings.load_wait,
-                       after_load=after_load)
-    health = HealthMonitor(cache, usage, events, Thresholds(
-        settings.health_max_error_rate, settings.health_max_invalid_rate, settings.health_max_p99),
-        settings.health_window)
+                       after_load=after_load, clock=clock)
+    thresholds = Thresholds(settings.health_max_error_rate, settings.health_max_invalid_rate,
+                            settings.health_max_p99)
+    health = HealthMonitor(cache, usage, events, thresholds, settings.health_window, clock)
     metrics.watch_cache(lambda: cache.used, lambda: len(cache.loaded()), settings.memory_budget)
     model_settings = SettingsCache(registry, settings.prediction_log_rate)
-    predictions = PredictionLog(registry, settings.prediction_log_rows)
-    shadow_stats = ShadowStats(registry)
+    predictions = PredictionLog(registry, settings.prediction_log_rows, clock)
+    shadow_stats = ShadowStats(registry, clock)
     shadows = ShadowDispatcher(registry, cache, shadow_stats, predictions, metrics,
                                settings.predict_timeout, settings.shadow_queue)
     router = PredictionRouter(registry, cache, usage, settings.predict_timeout, model_settings,
                               predictions, shadows)
     lifecycle = VersionLifecycle(catalog, cache, health, events)
-    guard = CanaryGuard(registry, model_settings, usage, lifecycle, events)
+    guard = CanaryGuard(registry, model_settings, usage, lifecycle, events, clock)
+    governance = Governance(catalog, cache, usage, health, thresholds,
+                            Limits.from_settings(settings), settings.memory_budget, events)
     flushed = (usage, shadow_stats, predictions)
     readiness = Readiness()
 
@@ -103,6 +109,8 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.idle_unload > 0:
             tasks.append(asyncio.create_task(
                 _every(min(settings.idle_unload / 4, 30.0), cache.unload_idle, settings.idle_unload)))
+        if settings.cleanup_interval > 0:
+            tasks.append(asyncio.create_task(_every(settings.cleanup_interval, governance.scheduled)))
         if settings.probe_interval > 0:
             tasks.append(asyncio.create_task(_every(settings.probe_interval, health.probe_loaded)))
         try:
@@ -123,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(v2_routes(router, registry, cache, lifecycle, readiness))
     app.include_router(management_routes(catalog, lifecycle, cache, usage, health))
     app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions))
+    app.include_router(governance_routes(governance, lifecycle))
     app.include_router(metrics_routes(metrics))
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from model_manager.errors import InvalidInput
+from model_manager.errors import Conflict, InvalidInput
 from model_manager.probes import Probe
 from model_manager.registry import Registry, VersionRecord, check_model_name
 from model_manager.runtimes import LoadOptions, Runtime, Signature, detect_format, get_format
@@ -69,6 +69,25 @@ class Catalog:
             if not self.registry.is_blob_referenced(version.sha256):
                 self.store.delete(version.sha256)
         return version
+
+    def purge_version(self, name: str, number: int, actor: str | None = None) -> VersionRecord:
+        """Delete an archived version and, if no other version references it, its blob."""
+        version = self.registry.get_version(name, number)
+        if not version.archived:
+            raise Conflict(f"version {number} of {name!r} is not archived; archive it first")
+        with self._blobs:
+            self.registry.delete_version(name, number, actor, reason="purged")
+            if not self.registry.is_blob_referenced(version.sha256):
+                self.store.delete(version.sha256)
+        return version
+
+    def delete_orphan_blob(self, sha256: str) -> bool:
+        """Delete a blob that no version references (an interrupted delete leaves one)."""
+        with self._blobs:
+            if self.registry.is_blob_referenced(sha256):
+                return False
+            self.store.delete(sha256)
+            return True
 
     def load_runtime(self, version: VersionRecord) -> Runtime:
         """Load a registered version for serving, with its registered signature."""

@@ -126,6 +126,20 @@ class Settings:
     """Shadow requests waiting per model; more are dropped."""
     guard_interval: float = 5.0
     """Seconds between auto-rollback checks of canary routes."""
+    report_window: float = 7 * 86400.0
+    """Seconds of traffic that make a version "in use" in the governance report."""
+    stale_after: float = 30 * 86400.0
+    """A version with no request for this long is STALE."""
+    never_used_grace: float = 7 * 86400.0
+    """A version never requested since its upload this long ago is NEVER_USED."""
+    idle_after: float = 3600.0
+    """A loaded version unused this long is IDLE_IN_MEMORY."""
+    purge_after: float = 14 * 86400.0
+    """Cleanup deletes the artifacts of versions archived this long ago."""
+    cleanup_interval: float = 0.0
+    """Seconds between scheduled cleanups (applied); 0 disables."""
+    clock_file: Path | None = None
+    """A file holding seconds to add to the server's clock (to try out time-based policies)."""
     max_upload_size: int = 2 * 1024**3
     max_request_size: int = 64 * 1024**2
     log_level: str = "info"
@@ -158,7 +172,9 @@ class Settings:
 
 _SIZES = {"memory_budget", "max_upload_size", "max_request_size"}
 _DURATIONS = {"idle_unload", "load_wait", "predict_timeout", "usage_flush_interval",
-              "probe_interval", "health_window", "health_max_p99", "guard_interval"}
+              "probe_interval", "health_window", "health_max_p99", "guard_interval",
+              "report_window", "stale_after", "never_used_grace", "idle_after", "purge_after",
+              "cleanup_interval"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -173,6 +189,6 @@ def _coerce(name: str, value: Any) -> Any:
         return float(value)
     if isinstance(kind, int):
         return int(value)
-    if isinstance(kind, Path):
+    if isinstance(kind, Path) or name == "clock_file":
         return Path(value)
     return value

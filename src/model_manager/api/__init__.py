@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from model_manager.api.errors import STATUS, install_error_handlers, status_of
+from model_manager.api.governance import governance_routes
 from model_manager.api.limits import BodySizeLimit
 from model_manager.api.management import management_routes
 from model_manager.api.metrics import metrics_routes
@@ -13,6 +14,7 @@ __all__ = [
     "STATUS",
     "BodySizeLimit",
     "Readiness",
+    "governance_routes",
     "install_error_handlers",
     "management_routes",
     "metrics_routes",

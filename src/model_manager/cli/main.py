@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from model_manager.cli import monitoring
+from model_manager.cli import governance, monitoring
 from model_manager.cli.calls import call, echo_json, json_arg
 from model_manager.cli.client import DEFAULT_URL
 from model_manager.cli.tables import format_table
@@ -63,6 +63,15 @@ def main() -> None:
 @click.option("--shadow-queue", type=int, help="Shadow requests waiting per model. [default: 64]")
 @click.option("--guard-interval", help="How often canary routes are checked for auto-rollback. "
               "[default: 5s]")
+@click.option("--report-window", help="Traffic that makes a version in use. [default: 7d]")
+@click.option("--stale-after", help="No request for this long: STALE. [default: 30d]")
+@click.option("--never-used-grace", help="Unused this long after upload: NEVER_USED. [default: 7d]")
+@click.option("--idle-after", help="Loaded and unused this long: IDLE_IN_MEMORY. [default: 1h]")
+@click.option("--purge-after", help="Cleanup purges versions archived this long. [default: 14d]")
+@click.option("--cleanup-interval", help="Run (and apply) cleanup this often; 0 disables. "
+              "[default: 0]")
+@click.option("--clock-file", type=click.Path(path_type=Path),
+              help="A file with seconds to add to the server's clock, to try time-based policies.")
 @click.option("--max-upload-size", help="Largest model upload, e.g. 2GiB. [default: 2GiB]")
 @click.option("--max-request-size", help="Largest other request body. [default: 64MiB]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
@@ -364,5 +373,6 @@ def rollback(ctx: click.Context, name: str) -> None:
     click.echo(f"{name}@production -> {result['version']}")
 
 
-for command in (monitoring.shadow, monitoring.outcomes, monitoring.settings):
+for command in (monitoring.shadow, monitoring.outcomes, monitoring.settings, governance.report,
+                governance.cleanup, governance.archive, governance.unarchive):
     cli.add_command(command)

@@ -24,6 +24,7 @@ class VersionRecord:
     archived: bool
     aliases: tuple[str, ...] = ()
     pinned: bool = False
+    archived_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class VersionRecord:
             "size": self.size, "format": self.format, "signature": self.signature.to_json(),
             "metadata": self.metadata, "created_at": self.created_at.isoformat(),
             "archived": self.archived, "aliases": list(self.aliases), "pinned": self.pinned,
+            "archived_at": self.archived_at.isoformat() if self.archived_at else None,
         }
 
 

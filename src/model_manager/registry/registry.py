@@ -7,7 +7,8 @@ Every write runs in one transaction, so a crash leaves either all of it or none.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,21 +50,24 @@ def create_registry_engine(url: str) -> Engine:
     return engine
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Registry:
     """Queries and changes over the registry's tables."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
+        self.clock = clock
+        """What "now" is for the times the registry stores."""
 
     @classmethod
-    def from_url(cls, url: str) -> Registry:
+    def from_url(cls, url: str, clock: Callable[[], float] = time.time) -> Registry:
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        return cls(create_registry_engine(url))
+        return cls(create_registry_engine(url), clock)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     def migrate(self) -> None:
         """Bring the schema up to the newest migration."""
@@ -164,7 +168,7 @@ class Registry:
                        actor: str | None = None) -> VersionRecord:
         """Register a new version, creating the model on its first upload."""
         check_model_name(name)
-        now = _now()
+        now = self.now()
         with self._write() as conn:
             model_id = self._ensure_model(conn, name, now)
             conn.execute(t.models.update().where(t.models.c.id == model_id)
@@ -178,7 +182,8 @@ class Registry:
                          {"version": number, "sha256": sha256, "format": format}, actor)
         return self.get_version(name, number)
 
-    def delete_version(self, name: str, ref: str | int, actor: str | None = None) -> VersionRecord:
+    def delete_version(self, name: str, ref: str | int, actor: str | None = None,
+                       reason: str | None = None) -> VersionRecord:
         """Remove a version's row. Refused (Conflict) while an alias points at it."""
         version = self.get_version(name, ref)
         with self._write() as conn:
@@ -194,8 +199,36 @@ class Registry:
                 raise Conflict(f"version {version.number} of {name!r} is pointed at by alias(es) "
                                f"{', '.join(aliases)}; move or remove them first")
             conn.execute(t.versions.delete().where(t.versions.c.id == version_id))
-            self._record(conn, model_id, "version.deleted", {"version": version.number}, actor)
+            details: dict[str, Any] = {"version": version.number}
+            if reason:
+                details["reason"] = reason
+            self._record(conn, model_id, "version.deleted", details, actor)
         return version
+
+    def set_archived(self, name: str, ref: str | int, archived: bool, actor: str | None = None,
+                     reason: str | None = None) -> VersionRecord:
+        """Archive a version (it is no longer served) or bring it back. Archiving is refused
+        (Conflict) while an alias points at it or it is pinned."""
+        version = self.get_version(name, ref)
+        if version.archived == archived:
+            return version
+        routed = version.number in _policy_versions(self.get_policy(name))
+        if archived and (version.aliases or version.pinned or routed):
+            held = ", ".join([*version.aliases, *(["pinned"] if version.pinned else []),
+                              *(["the traffic policy"] if routed else [])])
+            raise Conflict(f"version {version.number} of {name!r} is in use ({held}); it "
+                           f"cannot be archived")
+        with self._write() as conn:
+            model_id = self._model_row(conn, name).id
+            conn.execute(t.versions.update().where(t.versions.c.model_id == model_id,
+                                                   t.versions.c.number == version.number)
+                         .values(archived=archived, archived_at=self.now() if archived else None))
+            details: dict[str, Any] = {"version": version.number}
+            if reason:
+                details["reason"] = reason
+            self._record(conn, model_id, "version.archived" if archived else "version.unarchived",
+                         details, actor)
+        return self.get_version(name, version.number)
 
     def set_pinned(self, name: str, ref: str | int, pinned: bool,
                    actor: str | None = None) -> VersionRecord:
@@ -220,7 +253,7 @@ class Registry:
             before = conn.execute(sa.select(t.model_settings.c.settings).where(where)).scalar()
             conn.execute(t.model_settings.delete().where(where))
             conn.execute(t.model_settings.insert().values(model_id=model_id, settings=settings,
-                                                          updated_at=_now()))
+                                                          updated_at=self.now()))
             self._record(conn, model_id, "settings.set", {"from": before, "to": settings}, actor)
 
     def set_policy(self, name: str, policy: dict[str, Any] | None,
@@ -234,7 +267,7 @@ class Registry:
             conn.execute(t.traffic_policies.delete().where(where))
             if policy is not None:
                 conn.execute(t.traffic_policies.insert().values(model_id=model_id, policy=policy,
-                                                                updated_at=_now()))
+                                                                updated_at=self.now()))
             kind = "traffic.set" if policy is not None else "traffic.cleared"
             details = {"from": before, "to": policy, **({"reason": reason} if reason else {})}
             self._record(conn, model_id, kind, details, actor)
@@ -255,7 +288,7 @@ class Registry:
             conn.execute(t.aliases.delete().where(t.aliases.c.model_id == model_id,
                                                   t.aliases.c.name == alias))
             conn.execute(t.aliases.insert().values(model_id=model_id, name=alias,
-                                                   version_id=version_id, updated_at=_now()))
+                                                   version_id=version_id, updated_at=self.now()))
             self._record(conn, model_id, "alias.set",
                          {"alias": alias, "version": version.number,
                           "previous": self._number_of(conn, previous)}, actor)
@@ -269,6 +302,12 @@ class Registry:
             if deleted.rowcount == 0:
                 raise NotFound(f"model {name!r} has no alias {alias!r}")
             self._record(conn, model_id, "alias.deleted", {"alias": alias}, actor)
+
+    def record_event(self, name: str, kind: str, details: dict[str, Any],
+                     actor: str | None = None) -> None:
+        """Audit a change made outside the registry (an unload, say)."""
+        with self._write() as conn:
+            self._record(conn, self._model_row(conn, name).id, kind, details, actor)
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -321,7 +360,14 @@ class Registry:
     def _record(self, conn: Connection, model_id: int, kind: str, details: dict[str, Any],
                 actor: str | None) -> None:
         conn.execute(t.events.insert().values(model_id=model_id, kind=kind, details=details,
-                                              actor=actor, created_at=_now()))
+                                              actor=actor, created_at=self.now()))
+
+
+def _policy_versions(policy: dict[str, Any] | None) -> set[int]:
+    """The versions a stored traffic policy routes or shadows to."""
+    if policy is None:
+        return set()
+    return {int(entry["version"]) for part in ("routes", "shadows") for entry in policy.get(part, [])}
 
 
 def _number(ref: str | int, model: ModelRecord) -> int:
@@ -339,4 +385,5 @@ def _version(model: str, row: Any, aliases: dict[str, int]) -> VersionRecord:
         model=model, number=row.number, sha256=row.sha256, size=row.size, format=row.format,
         signature=Signature.from_json(row.signature), metadata=row.metadata,
         created_at=row.created_at, archived=row.archived, pinned=row.pinned,
+        archived_at=row.archived_at,
         aliases=tuple(sorted(a for a, n in aliases.items() if n == row.number)))

@@ -62,6 +62,7 @@ versions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("archived", Boolean, nullable=False, default=False),
     Column("pinned", Boolean, nullable=False, default=False, server_default=sa_false()),
+    Column("archived_at", UTCDateTime, nullable=True),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
 )
 

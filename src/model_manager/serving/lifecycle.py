@@ -129,6 +129,18 @@ class VersionLifecycle:
         await self._cache.unload(name, deleted.number)
         return deleted
 
+    async def archive(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
+        """Stop serving a version (404 saying it is archived) and unload it; refused while an
+        alias, the traffic policy or a pin holds it."""
+        version = await anyio.to_thread.run_sync(self._registry.set_archived, name, ref, True,
+                                                 actor)
+        await self._cache.unload(name, version.number)
+        return version
+
+    async def unarchive(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
+        return await anyio.to_thread.run_sync(self._registry.set_archived, name, ref, False,
+                                              actor)
+
     async def pin(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
         """Keep a version loaded: it is loaded now (it must fit the budget) and never evicted."""
         version = await anyio.to_thread.run_sync(self._registry.get_version, name, ref)

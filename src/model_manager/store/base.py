@@ -50,6 +50,9 @@ class ArtifactStore(Protocol):
     def exists(self, digest: Digest) -> bool:
         """Whether the blob is stored."""
 
+    def blobs(self) -> dict[Digest, int]:
+        """Every stored blob's size in bytes, by digest."""
+
 
 def stage_stream(chunks: Iterable[bytes], directory: Path, limit: int) -> StagedFile:
     """Write ``chunks`` to a temp file in ``directory``, hashing as it goes; fsync it.

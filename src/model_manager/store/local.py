@@ -54,6 +54,10 @@ class LocalStore:
     def exists(self, digest: Digest) -> bool:
         return self._path(digest).is_file()
 
+    def blobs(self) -> dict[Digest, int]:
+        return {path.name: path.stat().st_size
+                for path in (self.root / "sha256").glob("*/*") if _DIGEST.match(path.name)}
+
     def _path(self, digest: Digest) -> Path:
         if not _DIGEST.match(digest):
             raise NotFound(f"not a sha256 digest: {digest!r}")

@@ -16,26 +16,29 @@ class MemoryStore:
     """Blobs in a dict. Not for production: everything is lost with the process."""
 
     def __init__(self) -> None:
-        self.blobs: dict[Digest, bytes] = {}
+        self._data: dict[Digest, bytes] = {}
         self._scratch = Path(tempfile.mkdtemp(prefix="model-manager-mem-"))
         weakref.finalize(self, shutil.rmtree, self._scratch, ignore_errors=True)
         self.staging_dir = self._scratch / "tmp"
 
     def put(self, staged: StagedFile) -> None:
-        self.blobs.setdefault(staged.sha256, staged.path.read_bytes())
+        self._data.setdefault(staged.sha256, staged.path.read_bytes())
         staged.discard()
 
     def fetch(self, digest: Digest) -> Path:
-        if digest not in self.blobs:
+        if digest not in self._data:
             raise NotFound(f"artifact {digest} is missing from the memory store")
         path = self._scratch / digest
         if not path.exists():
-            path.write_bytes(self.blobs[digest])
+            path.write_bytes(self._data[digest])
         return path
 
     def delete(self, digest: Digest) -> None:
-        self.blobs.pop(digest, None)
+        self._data.pop(digest, None)
         (self._scratch / digest).unlink(missing_ok=True)
 
     def exists(self, digest: Digest) -> bool:
-        return digest in self.blobs
+        return digest in self._data
+
+    def blobs(self) -> dict[Digest, int]:
+        return {digest: len(data) for digest, data in self._data.items()}

@@ -146,7 +146,7 @@ class UsageRecorder:
 
     def usage(self, model: str, days: int = 30) -> dict[int, dict[date, UsageCounts]]:
         """Counts per version and day over the last ``days`` days, flushed and pending."""
-        since = datetime.now(UTC).date() - timedelta(days=days - 1)
+        since = datetime.fromtimestamp(self._clock(), UTC).date() - timedelta(days=days - 1)
         result: dict[int, dict[date, UsageCounts]] = collections.defaultdict(dict)
         for (version, day), counts in self._store.read(model, since).items():
             result[version][day] = counts

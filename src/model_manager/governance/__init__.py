@@ -1,0 +1,102 @@
+"""Govern the fleet: the report of what is in use, stale, redundant or unhealthy, and cleanup."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import anyio.to_thread
+
+from model_manager.catalog import Catalog
+from model_manager.errors import InvalidInput, ModelManagerError
+from model_manager.governance.cleanup import Action, plan
+from model_manager.governance.facts import Fleet, gather
+from model_manager.governance.findings import CODES, Finding, Limits, findings_of
+from model_manager.governance.report import build_report
+from model_manager.health import HealthMonitor, Thresholds
+from model_manager.serving import ModelCache
+from model_manager.telemetry import EventLog, UsageRecorder
+
+__all__ = ["CODES", "Action", "Finding", "Fleet", "Governance", "Limits", "findings_of"]
+
+
+class Governance:
+    def __init__(self, catalog: Catalog, cache: ModelCache, usage: UsageRecorder,
+                 health: HealthMonitor, thresholds: Thresholds, limits: Limits,
+                 memory_budget: int, events: EventLog) -> None:
+        self._catalog = catalog
+        self._registry = catalog.registry
+        self._cache = cache
+        self._usage = usage
+        self._health = health
+        self._thresholds = thresholds
+        self.limits = limits
+        self._budget = memory_budget
+        self._events = events
+
+    async def report(self, overrides: Mapping[str, Any] | None = None,
+                     model: str | None = None) -> dict[str, Any]:
+        limits = self.limits.overridden(overrides or {})
+        fleet = await self._gather(limits, model)
+        return build_report(fleet, limits, self._thresholds, self._budget)
+
+    async def cleanup(self, *, apply: bool, overrides: Mapping[str, Any] | None = None,
+                      model: str | None = None, findings: Collection[str] | None = None,
+                      actor: str | None = None) -> dict[str, Any]:
+        """Plan the cleanup; with ``apply``, carry out each action (a failed one is reported
+        and the rest go on)."""
+        unknown = set(findings or ()) - {*CODES, "ORPHAN_BLOB"}
+        if unknown:
+            raise InvalidInput(f"unknown findings {sorted(unknown)}; known: "
+                               f"{', '.join([*CODES, 'ORPHAN_BLOB'])}")
+        limits = self.limits.overridden(overrides or {})
+        fleet = await self._gather(limits, model)
+        actions = plan(fleet, limits, self._thresholds, findings, model)
+        if apply:
+            for action in actions:
+                await self._apply(action, actor)
+        counted = [a for a in actions if not apply or a.done]
+        return {"dry_run": not apply, "limits": limits.to_json(),
+                "actions": [a.to_json() for a in actions],
+                "storage_bytes": sum(a.reclaims_bytes for a in counted if a.action != "unload"),
+                "memory_bytes": sum(a.reclaims_bytes for a in counted if a.action == "unload")}
+
+    async def scheduled(self) -> None:
+        """The periodic cleanup (``--cleanup-interval``), applied with the server's limits."""
+        result = await self.cleanup(apply=True, actor="scheduled-cleanup")
+        if result["actions"]:
+            self._events.emit("cleanup", actions=len(result["actions"]),
+                              storage_bytes=result["storage_bytes"],
+                              memory_bytes=result["memory_bytes"])
+
+    async def _gather(self, limits: Limits, model: str | None) -> Fleet:
+        return await anyio.to_thread.run_sync(
+            gather, self._registry, self._catalog.store, self._usage, self._cache, self._health,
+            limits, model)
+
+    async def _apply(self, action: Action, actor: str | None) -> None:
+        try:
+            await self._carry_out(action, actor)
+        except ModelManagerError as exc:
+            action.error = exc.message
+            return
+        action.done = True
+        self._events.emit("cleanup_action", action=action.action, model=action.model,
+                          version=action.version, finding=action.finding,
+                          bytes=action.reclaims_bytes)
+
+    async def _carry_out(self, action: Action, actor: str | None) -> None:
+        model, number = action.model or "", action.version or 0
+        details = {"version": number, "reason": action.finding}
+        if action.action == "unload":
+            await self._cache.unload(model, number)
+            await anyio.to_thread.run_sync(self._registry.record_event, model,
+                                           "version.unloaded", details, actor)
+        elif action.action == "archive":
+            await anyio.to_thread.run_sync(self._registry.set_archived, model, number, True,
+                                           actor, action.finding)
+            await self._cache.unload(model, number)
+        elif action.action == "purge":
+            await anyio.to_thread.run_sync(self._catalog.purge_version, model, number, actor)
+        else:
+            await anyio.to_thread.run_sync(self._catalog.delete_orphan_blob, action.sha256 or "")
