@@ -10,6 +10,7 @@ file, re-read whenever the file changes, so a time-based policy can be tried out
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -43,6 +44,9 @@ class Clock:
         self._stamp = stamp
         try:
             text = path.read_text().strip()
-            self._offset = float(text) if text else 0.0
+            offset = float(text) if text else 0.0
+            if not math.isfinite(offset):
+                raise ValueError(f"{text!r} is not a number of seconds")
+            self._offset = offset
         except (OSError, ValueError) as exc:
             log.warning("clock file %s: %s; keeping an offset of %gs", path, exc, self._offset)

@@ -46,13 +46,17 @@ def plan(fleet: Fleet, limits: Limits, thresholds: Thresholds,
     """The actions to take, in a safe order: unload, archive, purge, then orphan blobs."""
     actions: list[Action] = []
     leaving: dict[str, list[bool]] = {}
+    """Per blob: whether each version that references it is purged by this plan."""
     for key, facts in fleet.facts.items():
         version = facts.version
         codes = [x.code for x in findings_of(facts, limits, thresholds, fleet.now)]
         if findings is not None:
             codes = [c for c in codes if c in findings]
-        purge = is_purgeable(version, limits, fleet.now) and "ARCHIVED" in codes
-        leaving.setdefault(version.sha256, []).append(purge)
+        purge = not facts.protected_by and "ARCHIVED" in codes \
+            and is_purgeable(version, limits, fleet.now)
+        holders = leaving.setdefault(version.sha256, [])
+        holders.append(purge)
+        holders += [False for k in facts.duplicates if k not in fleet.facts]  # outside the plan
         if facts.protected_by:
             continue
         if "IDLE_IN_MEMORY" in codes:
@@ -62,9 +66,13 @@ def plan(fleet: Fleet, limits: Limits, thresholds: Thresholds,
             actions.append(Action("archive", *key, archivable[0], 0, version.sha256))
         if purge:
             actions.append(Action("purge", *key, "ARCHIVED", version.size, version.sha256))
-    for action in actions:  # a purge frees its blob only when every version of it goes
-        if action.action == "purge" and not all(leaving[action.sha256 or ""]):
-            action.reclaims_bytes = 0
+    credited: set[str] = set()
+    for action in actions:  # a blob is freed once, by the purge of the last version using it
+        if action.action == "purge":
+            digest = action.sha256 or ""
+            if not all(leaving[digest]) or digest in credited:
+                action.reclaims_bytes = 0
+            credited.add(digest)
     if model is None and (findings is None or "ORPHAN_BLOB" in findings):
         actions += [Action("delete_blob", None, None, "ORPHAN_BLOB", size, digest)
                     for digest, size in sorted(fleet.orphan_blobs.items())]

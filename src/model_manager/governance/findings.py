@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -52,11 +53,18 @@ class Limits:
         """These limits with durations (``30d``, ``12h``, seconds) given by name."""
         changes = {}
         for field in dataclasses.fields(self):
-            if values.get(field.name) is not None:
-                try:
-                    changes[field.name] = parse_duration(values[field.name])
-                except ValueError as exc:
-                    raise InvalidInput(f"{field.name}: {exc}") from None
+            value = values.get(field.name)
+            if value is None:
+                continue
+            try:
+                if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                    raise ValueError(f"not a duration: {value!r}")
+                seconds = parse_duration(value)
+                if not 0 <= seconds < math.inf:
+                    raise ValueError(f"not a duration: {value!r}")
+            except ValueError as exc:
+                raise InvalidInput(f"{field.name}: {exc}") from None
+            changes[field.name] = seconds
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, float]:
