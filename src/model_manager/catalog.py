@@ -12,18 +12,26 @@ at a missing blob. A crash in between leaves at worst an unreferenced blob, neve
 from __future__ import annotations
 
 import json
+import logging
+import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
-from model_manager.errors import Conflict, InvalidInput
+from model_manager.errors import Conflict, InvalidInput, ModelManagerError
 from model_manager.probes import Probe
 from model_manager.registry import Registry, VersionRecord, check_model_name
 from model_manager.runtimes import LoadOptions, Runtime, Signature, detect_format, get_format
+from model_manager.runtimes.compile import compile_sklearn
+from model_manager.runtimes.sklearn import SklearnRuntime
+from model_manager.serving.batching import BatchPolicy
 from model_manager.serving.memory import release_freed_memory
 from model_manager.serving.validation import OutputRules
-from model_manager.store import ArtifactStore, stage_stream
+from model_manager.store import ArtifactStore, StagedFile, iter_file, stage_stream
 from model_manager.telemetry.events import EventLog
+
+log = logging.getLogger(__name__)
 
 
 class Catalog:
@@ -38,36 +46,60 @@ class Catalog:
 
     def add_version(self, name: str, chunks: Iterable[bytes], *, filename: str = "",
                     format: str | None = None, metadata: dict[str, Any] | None = None,
-                    actor: str | None = None) -> VersionRecord:
-        """Register the uploaded bytes as the model's next version, if they load."""
+                    actor: str | None = None, compile: bool = True) -> VersionRecord:
+        """Register the uploaded bytes as the model's next version, if they load. A
+        scikit-learn estimator also gets its compiled ONNX twin when it answers the same
+        (unless ``compile`` is off); ``metadata["compiled"]`` says what happened."""
         check_model_name(name)
         metadata = dict(metadata or {})
         override = Signature.from_json(metadata["signature"]) if "signature" in metadata else None
         OutputRules.from_metadata(metadata)  # malformed checks are refused now, not at serve time
-        Probe.from_metadata(metadata)
+        probe = Probe.from_metadata(metadata)
+        if metadata.get("batching") is not None:
+            BatchPolicy.from_json(metadata["batching"])
         staged = stage_stream(chunks, self.store.staging_dir, self.max_upload_size)
+        twin: StagedFile | None = None
         try:
             fmt = detect_format(staged.path, filename, format)
             runtime = fmt.load(staged.path, self.options, override)
             signature = runtime.signature
+            if isinstance(runtime, SklearnRuntime):
+                twin, metadata["compiled"] = self._compile(runtime, compile, probe)
             runtime.unload()
             with self._blobs:
                 self.store.put(staged)
+                if twin is not None:
+                    self.store.put(twin)
                 version = self._register(name, staged.sha256, staged.size, fmt.name, signature,
-                                         metadata, actor)
+                                         metadata, actor, twin.sha256 if twin else None)
         finally:
             staged.discard()
+            if twin is not None:
+                twin.discard()
         release_freed_memory()  # the check load is gone: give its memory back
         if self._events is not None:
             self._events.emit("upload", model=name, version=version.number, sha256=version.sha256,
-                              bytes=version.size, format=version.format)
+                              bytes=version.size, format=version.format,
+                              compiled=version.compiled_sha256 is not None)
         return version
+
+    def _compile(self, runtime: SklearnRuntime, wanted: bool,
+                 probe: Probe | None) -> tuple[StagedFile | None, dict[str, Any]]:
+        if not wanted:
+            return None, {"format": None, "reason": "turned off at upload"}
+        with tempfile.TemporaryDirectory(dir=self.store.staging_dir) as workdir:
+            compiled = compile_sklearn(runtime, runtime.estimator, Path(workdir), self.options,
+                                       probe.inputs if probe else None)
+            if compiled.path is None:
+                return None, compiled.report
+            twin = stage_stream(iter_file_path(compiled.path), self.store.staging_dir,
+                                self.max_upload_size)
+        return twin, {**compiled.report, "sha256": twin.sha256, "size": twin.size}
 
     def delete_version(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
         with self._blobs:
             version = self.registry.delete_version(name, ref, actor)
-            if not self.registry.is_blob_referenced(version.sha256):
-                self.store.delete(version.sha256)
+            self._delete_unreferenced(version)
         return version
 
     def purge_version(self, name: str, number: int, actor: str | None = None) -> VersionRecord:
@@ -77,8 +109,7 @@ class Catalog:
             raise Conflict(f"version {number} of {name!r} is not archived; archive it first")
         with self._blobs:
             self.registry.delete_version(name, number, actor, reason="purged")
-            if not self.registry.is_blob_referenced(version.sha256):
-                self.store.delete(version.sha256)
+            self._delete_unreferenced(version)
         return version
 
     def delete_orphan_blob(self, sha256: str) -> bool:
@@ -90,20 +121,36 @@ class Catalog:
             return True
 
     def load_runtime(self, version: VersionRecord) -> Runtime:
-        """Load a registered version for serving, with its registered signature."""
+        """Load a registered version for serving, with its registered signature: through its
+        compiled twin when it has one (and the twin loads), else as uploaded."""
+        if version.compiled_sha256 is not None:
+            try:
+                path = self.store.fetch(version.compiled_sha256)
+                return get_format("onnx").load(path, self.options, version.signature)
+            except ModelManagerError as exc:
+                log.warning("%s v%d: serving the original, its compiled twin failed to load: %s",
+                            version.model, version.number, exc.message)
         path = self.store.fetch(version.sha256)
         return get_format(version.format).load(path, self.options, version.signature)
 
     def _register(self, name: str, sha256: str, size: int, fmt: str, signature: Signature,
-                  metadata: dict[str, Any], actor: str | None) -> VersionRecord:
+                  metadata: dict[str, Any], actor: str | None,
+                  compiled_sha256: str | None) -> VersionRecord:
         try:
             return self.registry.create_version(name, sha256=sha256, size=size, format=fmt,
                                                 signature=signature, metadata=metadata,
-                                                actor=actor)
+                                                actor=actor, compiled_sha256=compiled_sha256)
         except BaseException:
-            if not self.registry.is_blob_referenced(sha256):
-                self.store.delete(sha256)
+            for digest in (sha256, compiled_sha256):
+                if digest is not None and not self.registry.is_blob_referenced(digest):
+                    self.store.delete(digest)
             raise
+
+    def _delete_unreferenced(self, version: VersionRecord) -> None:
+        """Delete the version's blobs that no other version references (under ``_blobs``)."""
+        for digest in (version.sha256, version.compiled_sha256):
+            if digest is not None and not self.registry.is_blob_referenced(digest):
+                self.store.delete(digest)
 
 
 def parse_metadata(text: str | None) -> dict[str, Any]:
@@ -117,3 +164,8 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput("metadata must be a JSON object")
     return value
+
+
+def iter_file_path(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        yield from iter_file(f)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 
 from model_manager.errors import InvalidInput
 from model_manager.runtimes.signature import DATATYPES
@@ -34,10 +35,7 @@ _JSON_KINDS = {"BOOL": "b", "UINT": "ui", "INT": "ui", "FP": "uif"}
 def decode_request(body: bytes, header_length: str | None) -> InferenceRequest:
     """Parse an infer request body; raises InvalidInput saying what is wrong."""
     json_part, binary = _split(body, header_length)
-    try:
-        doc = json.loads(json_part)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
+    doc = _parse_json(json_part)
     if not isinstance(doc, dict):
         raise InvalidInput("the request body must be a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")
@@ -65,11 +63,34 @@ def encode_response(response: InferenceResponse,
     for output in response.outputs:
         binary = wanted.get(output.name)
         doc["outputs"].append(_encode_output(output, default if binary is None else binary, chunks))
-    header = json.dumps(doc, separators=(",", ":")).encode()
+    header = _dump_json(doc, response.outputs)
     if not chunks:
         return header, {"content-type": "application/json"}
     headers = {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
     return b"".join([header, *chunks]), headers
+
+
+def _parse_json(text: bytes) -> Any:
+    """orjson first; the standard library for what only it accepts (NaN and Infinity
+    literals, integers past 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
+
+
+def _dump_json(doc: dict[str, Any], outputs: tuple[InferOutput, ...]) -> bytes:
+    """orjson, unless an output holds NaN or infinities: those are written as the standard
+    library does (``NaN``, ``Infinity``), which clients' JSON parsers accept and orjson would
+    turn into null."""
+    finite = all(o.data.dtype.kind != "f" or bool(np.isfinite(o.data).all()) for o in outputs)
+    if finite:
+        return orjson.dumps(doc)
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

@@ -60,9 +60,10 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
             if not isinstance(upload, UploadFile):
                 raise InvalidInput("the upload needs a multipart 'file' field with the model")
             fmt, metadata = _text(form.get("format")), parse_metadata(_text(form.get("metadata")))
+            compile_twin = _flag(_text(form.get("compile")), "compile")
             version = await anyio.to_thread.run_sync(lambda: catalog.add_version(
                 name, iter_file(upload.file), filename=upload.filename or "", format=fmt or None,
-                metadata=metadata))
+                metadata=metadata, compile=compile_twin))
         return version.to_json()
 
     @api.get("/models/{name}/versions/{version}")
@@ -145,6 +146,15 @@ _STATUS_ORDER = ["unhealthy", "degraded", "healthy", "idle", "unknown"]
 
 def _iso(timestamp: float | None) -> str | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def _flag(value: str | None, field: str) -> bool:
+    """A form field that is true unless given as false (false, 0, no, off)."""
+    if value is None or value.strip().lower() in ("", "true", "1", "yes", "on"):
+        return True
+    if value.strip().lower() in ("false", "0", "no", "off"):
+        return False
+    raise InvalidInput(f"{field} is true or false, got {value[:20]!r}")
 
 
 def _text(value: Any) -> str | None:

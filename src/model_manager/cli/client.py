@@ -35,8 +35,11 @@ class ServerClient:
             raise ApiError(response.status_code, _error_text(response))
         return response.json() if response.content else None
 
-    def push(self, name: str, path: Path, fmt: str | None, metadata: str | None) -> Any:
+    def push(self, name: str, path: Path, fmt: str | None, metadata: str | None,
+             compile_twin: bool = True) -> Any:
         data = {k: v for k, v in (("format", fmt), ("metadata", metadata)) if v}
+        if not compile_twin:
+            data["compile"] = "false"
         with open(path, "rb") as f:
             return self.request("POST", f"/api/models/{name}/versions",
                                 files={"file": (path.name, f)}, data=data)

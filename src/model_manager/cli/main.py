@@ -98,15 +98,21 @@ def serve(**flags: Any) -> None:
 @click.option("--format", "fmt", help="onnx or sklearn. [default: from the file]")
 @click.option("--metadata", help="JSON object, or @file.json (may hold a 'signature').")
 @click.option("--alias", help="Point this alias (e.g. production) at the new version.")
+@click.option("--compile/--no-compile", "compile_twin", default=True, show_default=True,
+              help="Serve a scikit-learn model through its ONNX twin when that answers the same.")
 @click.pass_context
 def push(ctx: click.Context, file: Path, name: str, fmt: str | None, metadata: str | None,
-         alias: str | None) -> None:
+         alias: str | None, compile_twin: bool) -> None:
     """Upload FILE as the next version of a model."""
     if metadata and metadata.startswith("@"):
         metadata = Path(metadata[1:]).read_text()
-    version = call(ctx, "push", name, file, fmt, metadata)
+    version = call(ctx, "push", name, file, fmt, metadata, compile_twin)
+    compiled = version["metadata"].get("compiled")
+    served = "" if compiled is None else (
+        ", served compiled to ONNX" if compiled.get("format") else
+        f", not compiled: {compiled.get('reason')}")
     click.echo(f"pushed {name} version {version['version']} "
-               f"({version['format']}, sha256 {version['sha256'][:12]})")
+               f"({version['format']}, sha256 {version['sha256'][:12]}{served})")
     if alias:
         call(ctx, "request", "PUT", f"/api/models/{name}/aliases/{alias}",
               json={"version": version["version"]})

@@ -6,6 +6,7 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
+from model_manager.errors import NotFound
 from model_manager.runtimes.signature import Signature
 
 
@@ -25,6 +26,8 @@ class VersionRecord:
     aliases: tuple[str, ...] = ()
     pinned: bool = False
     archived_at: datetime | None = None
+    compiled_sha256: str | None = None
+    """The blob of the ONNX twin that serves this scikit-learn version, if any."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +36,7 @@ class VersionRecord:
             "metadata": self.metadata, "created_at": self.created_at.isoformat(),
             "archived": self.archived, "aliases": list(self.aliases), "pinned": self.pinned,
             "archived_at": self.archived_at.isoformat() if self.archived_at else None,
+            "compiled_sha256": self.compiled_sha256,
         }
 
 
@@ -49,6 +53,31 @@ class ModelRecord:
     def latest(self) -> VersionRecord | None:
         live = [v for v in self.versions if not v.archived]
         return live[-1] if live else None
+
+    def resolve(self, ref: str | int | None) -> VersionRecord:
+        """The version ``ref`` names: a number, an alias, or (None) the default route:
+        ``production``, else the newest unarchived version. Raises NotFound."""
+        if ref is None or ref == "":
+            if "production" in self.aliases:
+                ref = "production"
+            elif self.latest is None:
+                raise NotFound(f"model {self.name!r} has no unarchived version")
+            else:
+                return self.latest
+        number = self._number(ref)
+        for version in self.versions:
+            if version.number == number:
+                return version
+        raise NotFound(f"model {self.name!r} has no version {number}")
+
+    def _number(self, ref: str | int) -> int:
+        if isinstance(ref, int):
+            return ref
+        if ref.isascii() and ref.isdigit():
+            return int(ref)
+        if ref in self.aliases:
+            return self.aliases[ref]
+        raise NotFound(f"model {self.name!r} has no version or alias {ref[:80]!r}")
 
     def to_json(self, with_versions: bool = True) -> dict[str, Any]:
         latest = self.latest

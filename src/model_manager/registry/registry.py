@@ -59,6 +59,9 @@ class Registry:
         self.engine = engine
         self.clock = clock
         """What "now" is for the times the registry stores."""
+        self.generation = 0
+        """Counts this process's changes to models, versions, aliases and policies; caches of
+        them compare it to know they are stale."""
 
     @classmethod
     def from_url(cls, url: str, clock: Callable[[], float] = time.time) -> Registry:
@@ -102,18 +105,7 @@ class Registry:
     def get_version(self, name: str, ref: str | int | None) -> VersionRecord:
         """The version ``ref`` names: a number, an alias, or (None) the default route:
         ``production``, else the newest unarchived version."""
-        model = self.get_model(name)
-        if ref is None or ref == "":
-            ref = "production" if "production" in model.aliases else None
-            if ref is None:
-                if model.latest is None:
-                    raise NotFound(f"model {name!r} has no unarchived version")
-                return model.latest
-        number = _number(ref, model)
-        for version in model.versions:
-            if version.number == number:
-                return version
-        raise NotFound(f"model {name!r} has no version {number}")
+        return self.get_model(name).resolve(ref)
 
     def get_policy(self, name: str) -> dict[str, Any] | None:
         """The model's traffic policy as stored, or None (requests then follow ``production``)."""
@@ -150,7 +142,7 @@ class Registry:
     def is_blob_referenced(self, sha256: str) -> bool:
         with self.engine.connect() as conn:
             query = sa.select(sa.func.count()).select_from(t.versions).where(
-                t.versions.c.sha256 == sha256)
+                (t.versions.c.sha256 == sha256) | (t.versions.c.compiled_sha256 == sha256))
             return conn.execute(query).scalar_one() > 0
 
     def list_events(self, name: str, limit: int = 100) -> list[EventRecord]:
@@ -165,7 +157,8 @@ class Registry:
 
     def create_version(self, name: str, *, sha256: str, size: int, format: str,
                        signature: Signature, metadata: dict[str, Any],
-                       actor: str | None = None) -> VersionRecord:
+                       actor: str | None = None,
+                       compiled_sha256: str | None = None) -> VersionRecord:
         """Register a new version, creating the model on its first upload."""
         check_model_name(name)
         now = self.now()
@@ -177,7 +170,8 @@ class Registry:
                                   .where(t.models.c.id == model_id)).scalar_one()
             conn.execute(t.versions.insert().values(
                 model_id=model_id, number=number, sha256=sha256, size=size, format=format,
-                signature=signature.to_json(), metadata=metadata, created_at=now, archived=False))
+                signature=signature.to_json(), metadata=metadata, created_at=now, archived=False,
+                compiled_sha256=compiled_sha256))
             self._record(conn, model_id, "version.created",
                          {"version": number, "sha256": sha256, "format": format}, actor)
         return self.get_version(name, number)
@@ -313,12 +307,21 @@ class Registry:
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
-        """One write transaction (serialised with other writers on SQLite)."""
-        with self._write() as conn:
+        """One write transaction (serialised with other writers on SQLite), for telemetry's
+        tables: it leaves ``generation`` alone."""
+        with self._transaction() as conn:
             yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
+        try:
+            with self._transaction() as conn:
+                yield conn
+        finally:
+            self.generation += 1
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
         with self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
             yield conn
 
@@ -370,20 +373,10 @@ def _policy_versions(policy: dict[str, Any] | None) -> set[int]:
     return {int(entry["version"]) for part in ("routes", "shadows") for entry in policy.get(part, [])}
 
 
-def _number(ref: str | int, model: ModelRecord) -> int:
-    if isinstance(ref, int):
-        return ref
-    if ref.isascii() and ref.isdigit():
-        return int(ref)
-    if ref in model.aliases:
-        return model.aliases[ref]
-    raise NotFound(f"model {model.name!r} has no version or alias {ref[:80]!r}")
-
-
 def _version(model: str, row: Any, aliases: dict[str, int]) -> VersionRecord:
     return VersionRecord(
         model=model, number=row.number, sha256=row.sha256, size=row.size, format=row.format,
         signature=Signature.from_json(row.signature), metadata=row.metadata,
         created_at=row.created_at, archived=row.archived, pinned=row.pinned,
-        archived_at=row.archived_at,
+        archived_at=row.archived_at, compiled_sha256=row.compiled_sha256,
         aliases=tuple(sorted(a for a, n in aliases.items() if n == row.number)))

@@ -63,6 +63,7 @@ versions = Table(
     Column("archived", Boolean, nullable=False, default=False),
     Column("pinned", Boolean, nullable=False, default=False, server_default=sa_false()),
     Column("archived_at", UTCDateTime, nullable=True),
+    Column("compiled_sha256", String(64), nullable=True, index=True),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
 )
 

@@ -63,6 +63,10 @@ class SklearnRuntime:
         self._input = signature.inputs[0].name
         self._is_text = signature.inputs[0].datatype == "BYTES"
 
+    @property
+    def estimator(self) -> Any:
+        return self._estimator
+
     def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, Array]:
         x: Any = inputs[self._input]
         if self._is_text:

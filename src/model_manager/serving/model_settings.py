@@ -1,4 +1,4 @@
-"""Per-model monitoring settings: the prediction log's sample rate and the canary guard.
+"""Per-model settings: the prediction log's sample rate, the canary guard, dynamic batching.
 
 Stored in the registry (``PATCH /api/models/{name}/settings``); the server keeps a copy in memory,
 refreshed every few seconds, so the hot path reads a dict and several replicas converge.
@@ -12,6 +12,7 @@ from typing import Any
 
 from model_manager.errors import InvalidInput
 from model_manager.registry import Registry
+from model_manager.serving.batching import BatchPolicy
 from model_manager.telemetry import WindowStats
 
 
@@ -56,18 +57,21 @@ class ModelSettings:
     prediction_log_rate: float
     """Share of requests whose predictions are logged for outcome joins."""
     auto_rollback: RollbackGuard | None = None
+    batching: BatchPolicy | None = None
+    """Dynamic batching for the model's versions (a version's ``batching`` metadata wins)."""
 
     def to_json(self) -> dict[str, Any]:
         guard = self.auto_rollback
         return {"prediction_log_rate": self.prediction_log_rate,
-                "auto_rollback": None if guard is None else dataclasses.asdict(guard)}
+                "auto_rollback": None if guard is None else dataclasses.asdict(guard),
+                "batching": None if self.batching is None else self.batching.to_json()}
 
     def updated(self, changes: Mapping[str, Any]) -> ModelSettings:
         """These settings with ``changes`` applied (a partial update), checked."""
-        unknown = changes.keys() - {"prediction_log_rate", "auto_rollback"}
+        unknown = changes.keys() - {"prediction_log_rate", "auto_rollback", "batching"}
         if unknown:
             raise InvalidInput(f"unknown settings {sorted(unknown)}; the settings are "
-                               f"prediction_log_rate and auto_rollback")
+                               f"prediction_log_rate, auto_rollback and batching")
         settings = self
         if "prediction_log_rate" in changes:
             rate = _number(changes, "prediction_log_rate")
@@ -78,6 +82,10 @@ class ModelSettings:
             raw = changes["auto_rollback"]
             guard = None if raw is None else RollbackGuard.from_json(raw)
             settings = dataclasses.replace(settings, auto_rollback=guard)
+        if "batching" in changes:
+            raw = changes["batching"]
+            batching = None if raw is None else BatchPolicy.from_json(raw)
+            settings = dataclasses.replace(settings, batching=batching)
         return settings
 
 

@@ -8,6 +8,7 @@ is sent.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
@@ -18,9 +19,12 @@ import anyio.to_thread
 
 from model_manager.errors import InvalidOutput, NotFound, PredictionTimeout
 from model_manager.registry import Registry, VersionRecord
+from model_manager.runtimes import Runtime
+from model_manager.serving.batching import Batcher, BatchPolicy
 from model_manager.serving.cache import LoadedModel, ModelCache
 from model_manager.serving.inference import InferenceRequest, InferenceResponse, InferOutput
 from model_manager.serving.model_settings import SettingsCache
+from model_manager.serving.routes import RouteTable
 from model_manager.serving.shadow import ShadowDispatcher, ShadowJob
 from model_manager.serving.traffic import TrafficPolicy
 from model_manager.serving.validation import OutputRules, check_inputs, check_outputs, select_outputs
@@ -30,13 +34,17 @@ from model_manager.types import Array, Tensors, VersionKey
 
 # Predictions one version may run at once; a hung model holds at most these worker threads.
 PER_VERSION_THREADS = 4
+INLINE_BELOW = 200e-6
+"""A version whose predictions take less than this (on average) runs on the event loop..."""
+INLINE_MAX_ELEMENTS = 4096
+"""...for requests of at most this many input elements."""
 
 
 class PredictionRouter:
     def __init__(self, registry: Registry, cache: ModelCache, usage: UsageRecorder,
                  predict_timeout: float, settings: SettingsCache, predictions: PredictionLog,
                  shadows: ShadowDispatcher) -> None:
-        self._registry = registry
+        self._routes = RouteTable(registry)
         self._cache = cache
         self._usage = usage
         self._timeout = predict_timeout
@@ -44,11 +52,14 @@ class PredictionRouter:
         self._predictions = predictions
         self._shadows = shadows
         self._limiters: dict[VersionKey, anyio.CapacityLimiter] = {}
+        self._costs: dict[VersionKey, float] = {}
+        self._batchers: dict[VersionKey, tuple[LoadedModel, Batcher]] = {}
+        """Moving average of each version's inference seconds."""
         self._rules: dict[VersionKey, OutputRules] = {}
 
     async def resolve(self, name: str, ref: str | None) -> VersionRecord:
         """The servable version ``ref`` names (a number or an alias; None: the default route)."""
-        version = await anyio.to_thread.run_sync(self._registry.get_version, name, ref)
+        version = (await self._routes.get(name)).model.resolve(ref)
         if version.archived:
             raise NotFound(f"version {version.number} of {name!r} is archived")
         return version
@@ -89,10 +100,9 @@ class PredictionRouter:
     async def _route(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest],
                      routing_key: str | None
                      ) -> tuple[VersionRecord, InferenceRequest | None, TrafficPolicy | None]:
-        stored = None if ref else await anyio.to_thread.run_sync(self._registry.get_policy, name)
-        if stored is None:
+        policy = None if ref else (await self._routes.get(name)).policy
+        if policy is None:
             return await self.resolve(name, ref), None, None
-        policy = TrafficPolicy.from_json(stored)
         request = decode()  # the routing key may be one of its parameters
         key = routing_key or request.parameters.get(policy.sticky_key)
         chosen = policy.choose(None if key is None else str(key))
@@ -100,17 +110,45 @@ class PredictionRouter:
 
     async def _run(self, model: LoadedModel, inputs: Tensors, names: Sequence[str],
                    tracking: Tracking) -> dict[str, Array]:
+        """Run the model: on the event loop when it is known to take microseconds (a trip to a
+        worker thread would cost more than the prediction), else in a worker thread, bounded
+        per version, with the prediction timeout."""
+        cost = self._costs.get(model.key)
+        batcher = self._batcher(model)
+        if batcher is not None:
+            results, seconds = await batcher.predict(inputs, names)
+        elif cost is not None and cost < INLINE_BELOW and _elements(inputs) <= INLINE_MAX_ELEMENTS:
+            results, seconds = _timed(model.runtime, inputs, names)
+        else:
+            results, seconds = await self._in_thread(model, inputs, names)
+        tracking.inference = seconds
+        self._costs[model.key] = seconds if cost is None else 0.8 * cost + 0.2 * seconds
+        return results
+
+    def _batcher(self, model: LoadedModel) -> Batcher | None:
+        """The version's batcher when batching is on for it (version metadata, else the
+        model's settings)."""
+        raw = model.version.metadata.get("batching")
+        policy = BatchPolicy.from_json(raw) if raw else self._settings.get(model.key[0]).batching
+        if policy is None:
+            return None
+        found = self._batchers.get(model.key)
+        if found is None or found[0] is not model or found[1].policy != policy:
+            batcher = Batcher(policy, functools.partial(self._in_thread, model),
+                              functools.partial(self._usage.on_batch, model.key))
+            self._batchers[model.key] = found = (model, batcher)
+        return found[1]
+
+    async def _in_thread(self, model: LoadedModel, inputs: Tensors,
+                         names: Sequence[str]) -> tuple[dict[str, Array], float]:
         limiter = self._limiters.setdefault(model.key, anyio.CapacityLimiter(PER_VERSION_THREADS))
-        started = time.perf_counter()
         try:
             with anyio.fail_after(self._timeout):
-                return await anyio.to_thread.run_sync(model.runtime.predict, inputs, names,
+                return await anyio.to_thread.run_sync(_timed, model.runtime, inputs, names,
                                                       limiter=limiter, abandon_on_cancel=True)
         except TimeoutError:
             raise PredictionTimeout(f"version {model.key[1]} of {model.key[0]!r} took longer than "
                                     f"the {self._timeout:g}s prediction timeout") from None
-        finally:
-            tracking.inference = time.perf_counter() - started
 
     def _checked(self, model: LoadedModel, names: Sequence[str], results: Tensors,
                  tracking: Tracking) -> list[InferOutput]:
@@ -126,3 +164,13 @@ class PredictionRouter:
             tracking.outcome = "invalid_output"
             tracking.detail = "; ".join(v.message for v in violations)
         return outputs
+
+
+def _timed(runtime: Runtime, inputs: Tensors, names: Sequence[str]) -> tuple[dict[str, Array], float]:
+    started = time.perf_counter()
+    results = runtime.predict(inputs, names)
+    return results, time.perf_counter() - started
+
+
+def _elements(inputs: Tensors) -> int:
+    return sum(array.size for array in inputs.values())

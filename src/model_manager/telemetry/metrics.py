@@ -48,6 +48,10 @@ class Metrics:
         self.shadow_requests = Counter("model_manager_shadow_requests",
                                        "Shadow copies of requests: compared, failed or dropped.",
                                        [*labels, "outcome"], registry=self.registry)
+        self.batch_rows = Histogram("model_manager_batch_rows",
+                                    "Rows of each dynamically batched prediction.", labels,
+                                    buckets=(2, 4, 8, 16, 32, 64, 128, 256, 512),
+                                    registry=self.registry)
         self.memory_budget = Gauge("model_manager_memory_budget_bytes",
                                    "Memory the loaded versions may hold in all.",
                                    registry=self.registry)
@@ -68,6 +72,9 @@ class Metrics:
         self.request_seconds.labels(model, version).observe(seconds)
         if inference is not None:
             self.inference_seconds.labels(model, version).observe(inference)
+
+    def on_batch(self, key: VersionKey, rows: int) -> None:
+        self.batch_rows.labels(key[0], str(key[1])).observe(rows)
 
     def on_shadow(self, key: VersionKey, outcome: str) -> None:
         """A shadow copy for version ``key`` was compared (``ok``), failed (``error``) or

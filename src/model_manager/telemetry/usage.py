@@ -120,6 +120,10 @@ class UsageRecorder:
         if outcome != "ok" and outcome != "bad_input":
             self._check_burst(key, at)
 
+    def on_batch(self, key: VersionKey, rows: int) -> None:
+        """A dynamically batched prediction of ``rows`` rows ran."""
+        self._metrics.on_batch(key, rows)
+
     def window(self, key: VersionKey, seconds: float) -> WindowStats:
         """Requests in the last ``seconds``: counts, errors, invalid outputs and p99 latency."""
         since = self._clock() - seconds
