@@ -138,6 +138,11 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app for servers that import it by name (granian): settings from MODEL_MANAGER_*."""
+    return create_app(Settings.load())
+
+
 async def _start_up(lifecycle: VersionLifecycle, settings: Settings, readiness: Readiness) -> None:
     """Load pinned versions and the --preload aliases; the server is ready once they are in."""
     readiness.set(False, "preloading models")

@@ -143,6 +143,8 @@ class Settings:
     max_upload_size: int = 2 * 1024**3
     max_request_size: int = 64 * 1024**2
     log_level: str = "info"
+    http_server: str = "uvicorn"
+    """``uvicorn`` (httptools and uvloop) or ``granian`` (the granian extra)."""
 
     @property
     def preload_aliases(self) -> list[str]:

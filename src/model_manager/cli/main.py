@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +76,11 @@ def main() -> None:
 @click.option("--max-upload-size", help="Largest model upload, e.g. 2GiB. [default: 2GiB]")
 @click.option("--max-request-size", help="Largest other request body. [default: 64MiB]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--http-server", type=click.Choice(["uvicorn", "granian"]),
+              help="The HTTP server: uvicorn (httptools, uvloop) or granian. [default: uvicorn]")
 def serve(**flags: Any) -> None:
     """Run the server. Each flag can also be set as MODEL_MANAGER_<FLAG> in the environment."""
-    import uvicorn
-
-    from model_manager.app import create_app
-    from model_manager.settings import Settings
+    from model_manager.settings import ENV_PREFIX, Settings
 
     try:
         settings = Settings.load(flags)
@@ -88,8 +88,30 @@ def serve(**flags: Any) -> None:
         raise click.UsageError(str(exc)) from exc
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.http_server == "granian":
+        for name, value in flags.items():  # the worker builds its settings from the environment
+            if value is not None:
+                os.environ[ENV_PREFIX + name.upper()] = str(value)
+        _serve_granian(settings)
+        return
+    import uvicorn
+
+    from model_manager.app import create_app
+
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, access_log=False)
+
+
+def _serve_granian(settings: Any) -> None:
+    try:
+        from granian.constants import Interfaces, Loops
+        from granian.server import Server
+    except ImportError:
+        raise click.UsageError("granian is not installed: pip install "
+                               "'ml-model-manager[granian]'") from None
+    Server("model_manager.app:app_from_environment", address=settings.host, port=settings.port,
+           interface=Interfaces.ASGI, workers=1, runtime_threads=1, loop=Loops.uvloop,
+           factory=True, log_access=False).serve()
 
 
 @cli.command()
