@@ -76,4 +76,4 @@ class ServerProcess:
 def push(client: httpx.Client, name: str, path: Path, **data: str) -> httpx.Response:
     with open(path, "rb") as f:
         return client.post(f"/api/models/{name}/versions", files={"file": (path.name, f)},
-                            data=data)
+                            data=data, timeout=120)  # uploads check-load (and compile) the model

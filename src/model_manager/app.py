@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from model_manager import __version__
 from model_manager.api import (
     BodySizeLimit,
+    InferEndpoint,
     Readiness,
     governance_routes,
     install_error_handlers,
@@ -135,6 +136,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics_routes(metrics))
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)
+    app.add_middleware(InferEndpoint, router=router,  # outermost: the hot path skips the rest
+                       max_request_size=settings.max_request_size)
     return app
 
 

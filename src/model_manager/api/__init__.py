@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from model_manager.api.errors import STATUS, install_error_handlers, status_of
 from model_manager.api.governance import governance_routes
+from model_manager.api.infer import InferEndpoint
 from model_manager.api.limits import BodySizeLimit
 from model_manager.api.management import management_routes
 from model_manager.api.metrics import metrics_routes
@@ -13,6 +14,7 @@ from model_manager.api.v2 import Readiness, v2_routes
 __all__ = [
     "STATUS",
     "BodySizeLimit",
+    "InferEndpoint",
     "Readiness",
     "governance_routes",
     "install_error_handlers",

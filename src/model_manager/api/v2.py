@@ -7,11 +7,9 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.background import BackgroundTask
 
 from model_manager import __version__
 from model_manager.api.bodies import json_object
-from model_manager.api.codec import HEADER_LENGTH, decode_request, encode_response
 from model_manager.registry import Registry, VersionRecord
 from model_manager.runtimes import FORMATS
 from model_manager.serving import ModelCache, PredictionRouter, State, VersionLifecycle
@@ -71,17 +69,6 @@ def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache,
         if state.state is State.FAILED:
             return JSONResponse({**body, "reason": state.reason}, 503)
         return JSONResponse(body)
-
-    @api.post("/models/{name}/infer")
-    @api.post("/models/{name}/versions/{version}/infer")
-    async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        raw, header_length = await request.body(), request.headers.get(HEADER_LENGTH)
-        infer_request, result, shadow_job = await router.predict(
-            name, version, lambda: decode_request(raw, header_length),
-            routing_key=request.headers.get("x-routing-key"))
-        body, headers = encode_response(result, infer_request)
-        after = BackgroundTask(router.dispatch, shadow_job) if shadow_job else None
-        return Response(body, headers=headers, background=after)
 
     @api.post("/repository/index")
     async def repository_index(request: Request) -> list[dict[str, Any]]:

@@ -1,0 +1,118 @@
+"""The v2 infer endpoint as a bare ASGI app in front of the framework.
+
+``POST /v2/models/{name}[/versions/{version}]/infer`` is the hot path, so it is matched by
+splitting the path rather than by the framework's router, and answered with two ASGI messages:
+a request costs the prediction and little else. Every other request goes on to ``app``. Errors
+are the same JSON with the same statuses as everywhere else (``errors.STATUS``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from model_manager import errors
+from model_manager.api.codec import HEADER_LENGTH, decode_request, encode_response
+from model_manager.api.errors import status_of
+from model_manager.serving import PredictionRouter
+from model_manager.serving.shadow import ShadowJob
+
+log = logging.getLogger(__name__)
+
+
+class InferEndpoint:
+    def __init__(self, app: ASGIApp, router: PredictionRouter, max_request_size: int) -> None:
+        self.app = app
+        self._router = router
+        self._limit = max_request_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = _infer_target(scope["path"]) if scope["type"] == "http" else None
+        if target is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            status, body, headers, after = await self._infer(scope, receive, *target)
+        except errors.ModelManagerError as exc:
+            status, body, headers, after = _domain_error(scope, exc)
+        except Exception as exc:
+            log.exception("request failed: status=500 method=POST path=%s error=unhandled %s",
+                          scope["path"], type(exc).__name__)
+            status, body, headers, after = _error(
+                500, f"internal error ({type(exc).__name__}); see the server log")
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        if after is not None:
+            await self._router.dispatch(after)
+
+    async def _infer(self, scope: Scope, receive: Receive, name: str,
+                     version: str | None) -> tuple[int, bytes, list[tuple[bytes, bytes]], ShadowJob | None]:
+        raw = await _read_body(receive, scope, self._limit)
+        header_length, routing_key = _headers(scope)
+        request, result, job = await self._router.predict(
+            name, version, lambda: decode_request(raw, header_length), routing_key=routing_key)
+        body, headers = encode_response(result, request)
+        return 200, body, [(k.encode(), v.encode()) for k, v in headers.items()], job
+
+
+def _infer_target(path: str) -> tuple[str, str | None] | None:
+    """(model, version or None) for an infer path, else None."""
+    if not path.startswith("/v2/models/") or not path.endswith("/infer"):
+        return None
+    parts = path[len("/v2/models/"):-len("/infer")].split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+        return parts[0], parts[2]
+    return None
+
+
+async def _read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
+    for key, value in scope["headers"]:
+        if key == b"content-length" and value.isdigit() and int(value) > limit:
+            raise errors.TooLarge(_too_large(limit))
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise errors.InvalidInput("the client went away before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise errors.TooLarge(_too_large(limit))
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _too_large(limit: int) -> str:
+    return f"request body is over the limit of {limit} bytes (the server's --max-request-size)"
+
+
+def _headers(scope: Scope) -> tuple[str | None, str | None]:
+    header_length = routing_key = None
+    for key, value in scope["headers"]:
+        if key == HEADER_LENGTH.encode():
+            header_length = value.decode("latin-1")
+        elif key == b"x-routing-key":
+            routing_key = value.decode("latin-1")
+    return header_length, routing_key
+
+
+def _domain_error(scope: Scope, exc: errors.ModelManagerError
+                  ) -> tuple[int, bytes, list[tuple[bytes, bytes]], None]:
+    status = status_of(exc)
+    if status >= 500:  # the server could not serve; client mistakes are not logged
+        log.warning("request failed: status=%d method=POST path=%s error=%s", status,
+                    scope["path"], exc.message)
+    status, body, headers, _ = _error(status, exc.message)
+    if isinstance(exc, errors.Unavailable):
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    return status, body, headers, None
+
+
+def _error(status: int, message: str) -> tuple[int, bytes, list[tuple[bytes, bytes]], None]:
+    return status, orjson.dumps({"error": message}), [(b"content-type", b"application/json")], None
