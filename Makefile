@@ -51,3 +51,6 @@ clean:
 bench: install
 	$(BIN)/python bench/cache.py
 	$(BIN)/python bench/shadow.py
+	$(BIN)/python bench/peers.py
+	$(BIN)/python bench/peers.py --systems ours-sklearn,ours-sklearn-batched --models rf100 \
+		--concurrency 8,64 --bodies json

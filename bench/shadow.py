@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cache import pin_to_core  # noqa: E402
-from model_manager.demo import train_iris, write_onnx  # noqa: E402
 from tests.support import ServerProcess  # noqa: E402
+
+from model_manager.demo import train_iris, write_onnx  # noqa: E402
 
 CLIENTS = 8
 BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
