@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         tune_allocator()
         await anyio.to_thread.run_sync(registry.migrate)
         if settings.demo:
-            await anyio.to_thread.run_sync(_register_demo, catalog)
+            await anyio.to_thread.run_sync(_register_demo, catalog, settings)
         freeze_startup_objects()
         log.info("ml-model-manager %s serving on %s:%d (registry %s, store %s, memory budget "
                  "%d bytes)", __version__, settings.host, settings.port,
@@ -179,8 +179,19 @@ async def _in_thread(work: Callable[[], Any]) -> None:
     await anyio.to_thread.run_sync(work)
 
 
-def _register_demo(catalog: Catalog) -> None:
-    from model_manager.demo import register_demo_models
+def _register_demo(catalog: Catalog, settings: Settings) -> None:
+    """Register the demo models on a first start, in a child process: training and converting
+    them imports much of scikit-learn, which the server itself then never holds in memory."""
+    if not catalog.registry.is_empty():
+        return
+    import multiprocessing
 
-    if catalog.registry.is_empty():
-        register_demo_models(catalog)
+    from model_manager.demo import register_demo_models_from
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=register_demo_models_from, args=(settings,), name="register-demo")
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        log.error("registering the demo models failed (exit code %s); see the log above",
+                  child.exitcode)

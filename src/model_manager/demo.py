@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from model_manager.catalog import Catalog
+from model_manager.settings import Settings
 from model_manager.store import iter_file
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,27 @@ def write_onnx(model: Any, path: Path, n_features: int) -> Path:
                   options={"zipmap": False}, target_opset=17)
     path.write_bytes(onx.SerializeToString())
     return path
+
+
+def register_demo_models_from(settings: Settings) -> None:
+    """Register the demo models into the registry and store ``settings`` name (a process of
+    its own calls this)."""
+    from model_manager.clock import Clock
+    from model_manager.registry import Registry
+    from model_manager.runtimes import LoadOptions
+    from model_manager.store import open_store
+
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    registry = Registry.from_url(settings.resolved_db_url, Clock(settings.clock_file))
+    try:
+        options = LoadOptions(allow_pickle=settings.allow_pickle,
+                              allow_custom_code=settings.allow_custom_code,
+                              threads=settings.model_threads, device=settings.torch_device)
+        register_demo_models(Catalog(registry, open_store(settings.resolved_store_url), options,
+                                     settings.max_upload_size))
+    finally:
+        registry.close()
 
 
 def register_demo_models(catalog: Catalog) -> None:
