@@ -94,6 +94,8 @@ class Settings:
     """Accept Keras models with Lambda layers or custom objects, which run arbitrary code."""
     model_threads: int = 1
     """Intra-op threads each loaded model may use."""
+    inference_threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    """Predictions that run in worker threads at once, over all models (default: the cores)."""
     torch_device: str = "cpu"
     """Where PyTorch models run: cpu, cuda, cuda:1, ..."""
     demo: bool = False
@@ -180,7 +182,8 @@ _DURATIONS = {"idle_unload", "load_wait", "predict_timeout", "usage_flush_interv
 
 
 def _coerce(name: str, value: Any) -> Any:
-    kind = {f.name: f.default for f in dataclasses.fields(Settings)}[name]
+    field = {f.name: f for f in dataclasses.fields(Settings)}[name]
+    kind = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
     if name in _SIZES:
         return parse_size(value)
     if name in _DURATIONS:

@@ -136,7 +136,8 @@ def test_to_json_reads_back_through_updated() -> None:
     settings = ModelSettings(0.3, RollbackGuard(max_error_rate=0.02, max_p99_ms=150, min_requests=20))
 
     assert ModelSettings(0.0).updated(settings.to_json()) == settings
-    assert ModelSettings(0.3).to_json() == {"prediction_log_rate": 0.3, "auto_rollback": None}
+    assert ModelSettings(0.3).to_json() == {"prediction_log_rate": 0.3, "auto_rollback": None,
+                                            "batching": None}
 
 
 def test_models_without_stored_settings_get_the_defaults(cache: SettingsCache) -> None:

@@ -41,6 +41,8 @@ def main() -> None:
 @click.option("--allow-custom-code/--no-allow-custom-code", default=None,
               help="Accept Keras Lambda layers and custom objects. [default: off]")
 @click.option("--model-threads", type=int, help="Intra-op threads per loaded model. [default: 1]")
+@click.option("--inference-threads", type=int,
+              help="Predictions running in worker threads at once. [default: the cores]")
 @click.option("--torch-device", help="Where PyTorch models run, e.g. cuda. [default: cpu]")
 @click.option("--demo/--no-demo", default=None,
               help="Register the demo models when the registry is empty. [default: off]")

@@ -32,7 +32,7 @@ from model_manager.telemetry import PredictionLog
 from model_manager.telemetry.usage import Tracking, UsageRecorder
 from model_manager.types import Array, Tensors, VersionKey
 
-# Predictions one version may run at once; a hung model holds at most these worker threads.
+# Predictions one version may have in worker threads at once.
 PER_VERSION_THREADS = 4
 INLINE_BELOW = 200e-6
 """A version whose predictions take less than this (on average) runs on the event loop..."""
@@ -43,7 +43,7 @@ INLINE_MAX_ELEMENTS = 4096
 class PredictionRouter:
     def __init__(self, registry: Registry, cache: ModelCache, usage: UsageRecorder,
                  predict_timeout: float, settings: SettingsCache, predictions: PredictionLog,
-                 shadows: ShadowDispatcher) -> None:
+                 shadows: ShadowDispatcher, inference_threads: int) -> None:
         self._routes = RouteTable(registry)
         self._cache = cache
         self._usage = usage
@@ -52,6 +52,9 @@ class PredictionRouter:
         self._predictions = predictions
         self._shadows = shadows
         self._limiters: dict[VersionKey, anyio.CapacityLimiter] = {}
+        self._pool = anyio.CapacityLimiter(inference_threads)
+        """Predictions running in worker threads at once, over all versions: as many as there
+        are cores, since more would only take turns on them."""
         self._costs: dict[VersionKey, float] = {}
         self._batchers: dict[VersionKey, tuple[LoadedModel, Batcher]] = {}
         """Moving average of each version's inference seconds."""
@@ -141,11 +144,14 @@ class PredictionRouter:
 
     async def _in_thread(self, model: LoadedModel, inputs: Tensors,
                          names: Sequence[str]) -> tuple[dict[str, Array], float]:
-        limiter = self._limiters.setdefault(model.key, anyio.CapacityLimiter(PER_VERSION_THREADS))
+        per_version = self._limiters.setdefault(model.key,
+                                                anyio.CapacityLimiter(PER_VERSION_THREADS))
         try:
             with anyio.fail_after(self._timeout):
-                return await anyio.to_thread.run_sync(_timed, model.runtime, inputs, names,
-                                                      limiter=limiter, abandon_on_cancel=True)
+                async with per_version:
+                    return await anyio.to_thread.run_sync(_timed, model.runtime, inputs, names,
+                                                          limiter=self._pool,
+                                                          abandon_on_cancel=True)
         except TimeoutError:
             raise PredictionTimeout(f"version {model.key[1]} of {model.key[0]!r} took longer than "
                                     f"the {self._timeout:g}s prediction timeout") from None
