@@ -108,6 +108,8 @@ class Settings:
     """Seconds after which an unused model is unloaded; 0 disables."""
     load_wait: float = 10.0
     """Seconds a request waits for room in the budget when every loaded model is busy or pinned."""
+    shutdown_timeout: float = 30.0
+    """Seconds a SIGTERM waits for requests in flight before the server stops anyway."""
     predict_timeout: float = 30.0
     """Seconds a prediction may run before the caller gets 504."""
     usage_flush_interval: float = 5.0
@@ -175,7 +177,7 @@ class Settings:
 
 
 _SIZES = {"memory_budget", "max_upload_size", "max_request_size"}
-_DURATIONS = {"idle_unload", "load_wait", "predict_timeout", "usage_flush_interval",
+_DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout", "usage_flush_interval",
               "probe_interval", "health_window", "health_max_p99", "guard_interval",
               "report_window", "stale_after", "never_used_grace", "idle_after", "purge_after",
               "cleanup_interval"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ def main() -> None:
 @click.option("--preload", help="Comma-separated aliases (e.g. production) to load before ready.")
 @click.option("--idle-unload", help="Unload models unused this long, e.g. 30m; 0 disables. [default: 0]")
 @click.option("--load-wait", help="How long a load waits for room in the budget. [default: 10s]")
+@click.option("--shutdown-timeout", help="How long SIGTERM waits for requests in flight. "
+              "[default: 30s]")
 @click.option("--predict-timeout", help="Longest a prediction may run (504 after). [default: 30s]")
 @click.option("--usage-flush-interval", help="How often usage counts are saved. [default: 5s]")
 @click.option("--probe-interval", help="How often loaded versions' golden probes run. [default: 5m]")
@@ -100,8 +103,12 @@ def serve(**flags: Any) -> None:
 
     from model_manager.app import create_app
 
+    # uvicorn stops on SIGTERM (no new connections, requests in flight finish, the lifespan
+    # flushes usage), then raises the signal again; this handler makes that a clean exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, access_log=False)
+                log_level=settings.log_level, access_log=False,
+                timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
 
 
 def _serve_granian(settings: Any) -> None:
