@@ -24,6 +24,7 @@ from model_manager.api import (
     monitoring_routes,
     v2_routes,
 )
+from model_manager.api.codec import TensorLimits
 from model_manager.catalog import Catalog
 from model_manager.clock import Clock
 from model_manager.governance import Governance, Limits
@@ -137,7 +138,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)
     app.add_middleware(InferEndpoint, router=router,  # outermost: the hot path skips the rest
-                       max_request_size=settings.max_request_size)
+                       max_request_size=settings.max_request_size,
+                       limits=TensorLimits(settings.max_inputs, settings.max_tensor_elements,
+                                           settings.max_bytes_element))
     return app
 
 

@@ -146,6 +146,12 @@ class Settings:
     """A file holding seconds to add to the server's clock (to try out time-based policies)."""
     max_upload_size: int = 2 * 1024**3
     max_request_size: int = 64 * 1024**2
+    max_inputs: int = 64
+    """Input tensors in one infer request."""
+    max_tensor_elements: int = 16 * 1024**2
+    """Elements of one input tensor."""
+    max_bytes_element: int = 1024**2
+    """Bytes of one BYTES element."""
     log_level: str = "info"
     http_server: str = "uvicorn"
     """``uvicorn`` (httptools and uvloop) or ``granian`` (the granian extra)."""
@@ -176,7 +182,7 @@ class Settings:
         return cls(**{name: _coerce(name, value) for name, value in values.items()})
 
 
-_SIZES = {"memory_budget", "max_upload_size", "max_request_size"}
+_SIZES = {"memory_budget", "max_upload_size", "max_request_size", "max_bytes_element"}
 _DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout", "usage_flush_interval",
               "probe_interval", "health_window", "health_max_p99", "guard_interval",
               "report_window", "stale_after", "never_used_grace", "idle_after", "purge_after",

@@ -8,6 +8,7 @@ its bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from model_manager.errors import InvalidInput
+from model_manager.errors import InvalidInput, TooLarge
 from model_manager.runtimes.signature import DATATYPES
 from model_manager.serving.inference import (
     InferenceRequest,
@@ -32,8 +33,20 @@ HEADER_LENGTH = "inference-header-content-length"
 _JSON_KINDS = {"BOOL": "b", "UINT": "ui", "INT": "ui", "FP": "uif"}
 
 
-def decode_request(body: bytes, header_length: str | None) -> InferenceRequest:
-    """Parse an infer request body; raises InvalidInput saying what is wrong."""
+@dataclasses.dataclass(frozen=True)
+class TensorLimits:
+    """What one infer request may hold; past them, 400 (inputs) or 413 (sizes)."""
+
+    max_inputs: int = 64
+    max_elements: int = 16 * 1024 * 1024
+    """Elements of one input tensor."""
+    max_bytes_element: int = 1024 * 1024
+    """Bytes of one BYTES element."""
+
+
+def decode_request(body: bytes, header_length: str | None,
+                   limits: TensorLimits = TensorLimits()) -> InferenceRequest:
+    """Parse an infer request body; raises InvalidInput (or TooLarge) saying what is wrong."""
     json_part, binary = _split(body, header_length)
     doc = _parse_json(json_part)
     if not isinstance(doc, dict):
@@ -41,8 +54,11 @@ def decode_request(body: bytes, header_length: str | None) -> InferenceRequest:
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("the request needs a non-empty 'inputs' list")
-    reader = _BinaryReader(binary)
-    inputs = tuple(_decode_input(item, reader) for item in raw_inputs)
+    if len(raw_inputs) > limits.max_inputs:
+        raise InvalidInput(f"the request has {len(raw_inputs)} inputs; the server takes at most "
+                           f"{limits.max_inputs} (--max-inputs)")
+    reader = _BinaryReader(binary, limits)
+    inputs = tuple(_decode_input(item, reader, limits) for item in raw_inputs)
     reader.check_consumed()
     return InferenceRequest(inputs, _decode_outputs(doc.get("outputs")), _decode_id(doc.get("id")),
                             _object(doc.get("parameters"), "parameters"))
@@ -106,7 +122,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
-def _decode_input(item: Any, reader: _BinaryReader) -> InferInput:
+def _decode_input(item: Any, reader: _BinaryReader, limits: TensorLimits) -> InferInput:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise InvalidInput("each input needs a 'name', a 'datatype', a 'shape' and 'data'")
     name = item["name"]
@@ -115,11 +131,15 @@ def _decode_input(item: Any, reader: _BinaryReader) -> InferInput:
         raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}, "
                            f"expected one of {', '.join(DATATYPES)}")
     shape = _shape(name, item.get("shape"))
+    if math.prod(shape) > limits.max_elements:
+        raise TooLarge(f"input {name!r}: shape {list(shape)[:8]} holds {math.prod(shape)} "
+                       f"elements; the server takes at most {limits.max_elements} per input "
+                       f"(--max-tensor-elements)")
     parameters = _object(item.get("parameters"), f"input {name!r} parameters")
     if "binary_data_size" in parameters:
         data = reader.read(name, datatype, shape, parameters["binary_data_size"])
     elif "data" in item:
-        data = _from_json(name, datatype, shape, item["data"])
+        data = _from_json(name, datatype, shape, item["data"], limits)
     else:
         raise InvalidInput(f"input {name!r} has neither 'data' nor binary_data_size")
     return InferInput(name, datatype, data)
@@ -134,12 +154,13 @@ def _shape(name: str, shape: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> Array:
+def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any,
+               limits: TensorLimits) -> Array:
     count = math.prod(shape)
     try:
         if datatype == "BYTES":
             array = np.empty(count, dtype=object)
-            array[:] = [_to_bytes(name, v) for v in _flatten(data)]
+            array[:] = [_to_bytes(name, v, limits) for v in _flatten(data)]
             return array.reshape(shape)
         raw = np.asarray(data)
         allowed = next(kinds for prefix, kinds in _JSON_KINDS.items() if datatype.startswith(prefix))
@@ -172,18 +193,27 @@ def _flatten(data: Any) -> list[Any]:
     return flat
 
 
-def _to_bytes(name: str, value: Any) -> bytes:
+def _to_bytes(name: str, value: Any, limits: TensorLimits) -> bytes:
     if not isinstance(value, str):
         raise InvalidInput(f"input {name!r}: BYTES data must be strings, got {type(value).__name__}")
-    return value.encode("utf-8")
+    encoded = value.encode("utf-8")
+    _check_element(name, len(encoded), limits)
+    return encoded
+
+
+def _check_element(name: str, length: int, limits: TensorLimits) -> None:
+    if length > limits.max_bytes_element:
+        raise TooLarge(f"input {name!r}: a BYTES element of {length} bytes; the server takes at "
+                       f"most {limits.max_bytes_element} (--max-bytes-element)")
 
 
 class _BinaryReader:
     """Takes each binary input's bytes from the data after the JSON header, in order."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, limits: TensorLimits) -> None:
         self._data = memoryview(data)
         self._offset = 0
+        self._limits = limits
 
     def read(self, name: str, datatype: str, shape: tuple[int, ...], size: Any) -> Array:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -196,7 +226,7 @@ class _BinaryReader:
         self._offset = end
         count = math.prod(shape)
         if datatype == "BYTES":
-            return _bytes_elements(name, chunk, count).reshape(shape)
+            return _bytes_elements(name, chunk, count, self._limits).reshape(shape)
         expected = count * DATATYPES[datatype].itemsize
         if size != expected:
             raise InvalidInput(f"input {name!r}: shape {list(shape)} of {datatype} needs "
@@ -209,13 +239,14 @@ class _BinaryReader:
                                "belong to no input")
 
 
-def _bytes_elements(name: str, chunk: memoryview, count: int) -> Array:
+def _bytes_elements(name: str, chunk: memoryview, count: int, limits: TensorLimits) -> Array:
     elements = np.empty(count, dtype=object)
     offset = 0
     for i in range(count):
         if offset + 4 > len(chunk):
             raise InvalidInput(f"input {name!r}: BYTES data ends before element {i}")
         (length,) = struct.unpack_from("<I", chunk, offset)
+        _check_element(name, length, limits)
         offset += 4
         if offset + length > len(chunk):
             raise InvalidInput(f"input {name!r}: BYTES element {i} runs past its data")

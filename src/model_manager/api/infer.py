@@ -14,7 +14,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_manager import errors
-from model_manager.api.codec import HEADER_LENGTH, decode_request, encode_response
+from model_manager.api.codec import HEADER_LENGTH, TensorLimits, decode_request, encode_response
 from model_manager.api.errors import status_of
 from model_manager.serving import PredictionRouter
 from model_manager.serving.shadow import ShadowJob
@@ -23,10 +23,12 @@ log = logging.getLogger(__name__)
 
 
 class InferEndpoint:
-    def __init__(self, app: ASGIApp, router: PredictionRouter, max_request_size: int) -> None:
+    def __init__(self, app: ASGIApp, router: PredictionRouter, max_request_size: int,
+                 limits: TensorLimits) -> None:
         self.app = app
         self._router = router
         self._limit = max_request_size
+        self._limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = _infer_target(scope["path"]) if scope["type"] == "http" else None
@@ -53,7 +55,8 @@ class InferEndpoint:
         raw = await _read_body(receive, scope, self._limit)
         header_length, routing_key = _headers(scope)
         request, result, job = await self._router.predict(
-            name, version, lambda: decode_request(raw, header_length), routing_key=routing_key)
+            name, version, lambda: decode_request(raw, header_length, self._limits),
+            routing_key=routing_key)
         body, headers = encode_response(result, request)
         return 200, body, [(k.encode(), v.encode()) for k, v in headers.items()], job
 

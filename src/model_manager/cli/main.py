@@ -80,6 +80,10 @@ def main() -> None:
               help="A file with seconds to add to the server's clock, to try time-based policies.")
 @click.option("--max-upload-size", help="Largest model upload, e.g. 2GiB. [default: 2GiB]")
 @click.option("--max-request-size", help="Largest other request body. [default: 64MiB]")
+@click.option("--max-inputs", type=int, help="Input tensors in one infer request. [default: 64]")
+@click.option("--max-tensor-elements", type=int,
+              help="Elements of one input tensor. [default: 16777216]")
+@click.option("--max-bytes-element", help="Bytes of one BYTES element. [default: 1MiB]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--http-server", type=click.Choice(["uvicorn", "granian"]),
               help="The HTTP server: uvicorn (httptools, uvloop) or granian. [default: uvicorn]")
