@@ -84,7 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
     shadows = ShadowDispatcher(registry, cache, shadow_stats, predictions, metrics,
                                settings.predict_timeout, settings.shadow_queue)
     router = PredictionRouter(registry, cache, usage, settings.predict_timeout, model_settings,
-                              predictions, shadows, settings.inference_threads)
+                              predictions, shadows, settings.inference_threads,
+                              settings.model_concurrency, settings.model_queue)
     lifecycle = VersionLifecycle(catalog, cache, health, events)
     guard = CanaryGuard(registry, model_settings, usage, lifecycle, events, clock)
     governance = Governance(catalog, cache, usage, health, thresholds,

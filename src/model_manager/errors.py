@@ -78,6 +78,11 @@ class Overloaded(Unavailable):
     """No capacity right now: a transient condition, never a fault of the model."""
 
 
+class Saturated(Overloaded):
+    """The model already has as many requests as it may run and queue: the caller should back
+    off and retry."""
+
+
 class ModelError(ModelManagerError):
     """The model raised while predicting."""
 

@@ -126,6 +126,10 @@ class Settings:
     """Default share of requests logged for outcome joins (a model's settings may change it)."""
     prediction_log_rows: int = 100_000
     """Logged predictions each model keeps; the oldest go first."""
+    model_concurrency: int = 4
+    """Predictions of one version running at once."""
+    model_queue: int = 64
+    """Requests of one model waiting beyond those running; past them, 429."""
     shadow_queue: int = 64
     """Shadow requests waiting per model; more are dropped."""
     guard_interval: float = 5.0

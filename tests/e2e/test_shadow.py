@@ -22,7 +22,8 @@ SWAP = np.eye(4)[[1, 0, 2, 3]]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("shadow") / "var", "--shadow-queue", "2",
+    server = ServerProcess(tmp_path_factory.mktemp("shadow") / "var", "--shadow-queue", "16",
+                           "--model-queue", "200",  # the bursts below are the shadow queue's test
                            "--guard-interval", "0.2", "--usage-flush-interval", "0.5")
     yield server
     server.stop()
@@ -74,6 +75,7 @@ def test_shadow_disagreement_and_accuracy_against_ground_truth(server: ServerPro
             assert answer.json()["model_version"] == "1" and answer.json()["id"] == f"p{i}"
             np.testing.assert_allclose(answer.json()["outputs"][0]["data"], row, rtol=1e-6)
         pairs = wait_for(lambda: [p for p in shadow_pairs(client, "judge") if p["pairs"] == 80])
+        assert pairs, shadow_pairs(client, "judge")
         outcomes = [{"id": f"p{i}", "value": int(label)} for i, label in enumerate(truth)]
         joined = client.post("/api/models/judge/outcomes",
                              json=[*outcomes, {"id": "never-served", "value": 0}]).json()
@@ -106,8 +108,8 @@ def test_offset_pair_through_the_cli(server: ServerProcess, tmp_path: Path) -> N
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for i in range(10):
             client.post("/v2/models/drift/infer", json=body([1.0, 2.0, 3.0, 4.0 + i], f"d{i}"))
-        wait_for(lambda: shadow_pairs(client, "drift") and
-                 shadow_pairs(client, "drift")[0]["pairs"] == 10)
+        compared = wait_for(lambda: [p for p in shadow_pairs(client, "drift") if p["pairs"] == 10])
+        assert compared, shadow_pairs(client, "drift")
     table = server.cli("shadow", "drift").stdout
     assert "PRIMARY" in table and "100.00%" in table  # x + 1 and x + 3 share their argmax
     report = json.loads(server.cli("shadow", "drift", "--json").stdout)["pairs"][0]

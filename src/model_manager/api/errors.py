@@ -20,6 +20,7 @@ STATUS: dict[type[errors.ModelManagerError], int] = {
     errors.Conflict: 409,
     errors.TooLarge: 413,
     errors.InvalidArtifact: 400,
+    errors.Saturated: 429,
     errors.Unavailable: 503,
     errors.PredictionTimeout: 504,
     errors.ModelError: 500,

@@ -8,16 +8,17 @@ is sent.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import anyio
 import anyio.to_thread
 
-from model_manager.errors import InvalidOutput, NotFound, PredictionTimeout
+from model_manager.errors import InvalidOutput, NotFound, PredictionTimeout, Saturated
 from model_manager.registry import Registry, VersionRecord
 from model_manager.runtimes import Runtime
 from model_manager.serving.batching import Batcher, BatchPolicy
@@ -32,8 +33,6 @@ from model_manager.telemetry import PredictionLog
 from model_manager.telemetry.usage import Tracking, UsageRecorder
 from model_manager.types import Array, Tensors, VersionKey
 
-# Predictions one version may have in worker threads at once.
-PER_VERSION_THREADS = 4
 INLINE_BELOW = 200e-6
 """A version whose predictions take less than this (on average) runs on the event loop..."""
 INLINE_MAX_ELEMENTS = 4096
@@ -43,7 +42,8 @@ INLINE_MAX_ELEMENTS = 4096
 class PredictionRouter:
     def __init__(self, registry: Registry, cache: ModelCache, usage: UsageRecorder,
                  predict_timeout: float, settings: SettingsCache, predictions: PredictionLog,
-                 shadows: ShadowDispatcher, inference_threads: int) -> None:
+                 shadows: ShadowDispatcher, inference_threads: int, model_concurrency: int = 4,
+                 model_queue: int = 64) -> None:
         self._routes = RouteTable(registry)
         self._cache = cache
         self._usage = usage
@@ -53,6 +53,9 @@ class PredictionRouter:
         self._shadows = shadows
         self._limiters: dict[VersionKey, anyio.CapacityLimiter] = {}
         self._pool = anyio.CapacityLimiter(inference_threads)
+        self._concurrency = model_concurrency
+        self._max_in_progress = model_concurrency + model_queue
+        self._in_progress: dict[str, int] = {}
         """Predictions running in worker threads at once, over all versions: as many as there
         are cores, since more would only take turns on them."""
         self._costs: dict[VersionKey, float] = {}
@@ -77,7 +80,7 @@ class PredictionRouter:
         first, as the key may be in it. The shadow job, if the policy samples any shadow, is
         for the caller to ``dispatch`` once the response is sent."""
         version, request, policy = await self._route(name, ref, decode, routing_key)
-        with self._usage.track((name, version.number)) as tracking:
+        with self._usage.track((name, version.number)) as tracking, self._admitted(name):
             request = request or decode()
             async with self._cache.acquire(version) as model:
                 signature = model.runtime.signature
@@ -95,10 +98,32 @@ class PredictionRouter:
         return request, InferenceResponse(name, version.number, tuple(outputs),
                                           prediction_id), job
 
+    @contextlib.contextmanager
+    def _admitted(self, name: str) -> Iterator[None]:
+        """Count the request against its model's limit of requests running and queued; past
+        it, 429 (the other models are not held up by this one's backlog)."""
+        in_progress = self._in_progress.get(name, 0)
+        if in_progress >= self._max_in_progress:
+            raise Saturated(f"model {name!r} has {in_progress} requests running or queued, its "
+                            f"limit (--model-concurrency + --model-queue); retry shortly")
+        self._in_progress[name] = in_progress + 1
+        try:
+            yield
+        finally:
+            self._in_progress[name] -= 1
+
+    def is_busy(self, name: str) -> bool:
+        """Whether the model's requests are queueing (its shadow copies are then shed)."""
+        return self._in_progress.get(name, 0) > self._concurrency
+
     async def dispatch(self, job: ShadowJob) -> None:
         """Hand a shadow job to the shadow workers (never waits; a full queue drops it).
-        A coroutine so that it runs on the event loop, where the workers live."""
-        self._shadows.submit(job)
+        A coroutine so that it runs on the event loop, where the workers live. While the
+        model's own requests queue, shadow copies are shed first."""
+        if self.is_busy(job.model):
+            self._shadows.drop(job)
+        else:
+            self._shadows.submit(job)
 
     async def _route(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest],
                      routing_key: str | None
@@ -145,7 +170,7 @@ class PredictionRouter:
     async def _in_thread(self, model: LoadedModel, inputs: Tensors,
                          names: Sequence[str]) -> tuple[dict[str, Array], float]:
         per_version = self._limiters.setdefault(model.key,
-                                                anyio.CapacityLimiter(PER_VERSION_THREADS))
+                                                anyio.CapacityLimiter(self._concurrency))
         try:
             with anyio.fail_after(self._timeout):
                 async with per_version:

@@ -78,9 +78,13 @@ class ShadowDispatcher:
         try:
             queue.put_nowait(job)
         except asyncio.QueueFull:
-            for number in job.shadows:
-                self._stats.drop(job.model, job.primary, number)
-                self._metrics.on_shadow((job.model, number), "dropped")
+            self.drop(job)
+
+    def drop(self, job: ShadowJob) -> None:
+        """Count the job's shadow copies as dropped (a full queue, or a model under load)."""
+        for number in job.shadows:
+            self._stats.drop(job.model, job.primary, number)
+            self._metrics.on_shadow((job.model, number), "dropped")
 
     async def close(self) -> None:
         """Stop the workers; queued jobs are dropped uncounted (the server is stopping)."""
