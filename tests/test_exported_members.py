@@ -15,7 +15,8 @@ import model_manager.telemetry
 @pytest.mark.parametrize(("module", "names"), [
     (model_manager, ["__version__"]),
     (model_manager.registry, ["NAME_PATTERN", "EventRecord", "ModelRecord", "Registry", "VersionRecord",
-                              "check_alias_name", "check_model_name", "create_registry_engine"]),
+                              "acting_as", "check_alias_name", "check_model_name",
+                              "create_registry_engine"]),
     (model_manager.runtimes, ["DATATYPES", "FORMATS", "LoadOptions", "ModelFormat", "Runtime",
                               "Signature", "TensorSpec", "datatype_of", "detect_format", "format_table",
                               "get_format"]),

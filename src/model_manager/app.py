@@ -13,12 +13,15 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from model_manager import __version__
+from model_manager.access import KeyRing
 from model_manager.api import (
+    ApiKeyAuth,
     BodySizeLimit,
     InferEndpoint,
     Readiness,
     governance_routes,
     install_error_handlers,
+    keys_routes,
     management_routes,
     metrics_routes,
     monitoring_routes,
@@ -92,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
                             Limits.from_settings(settings), settings.memory_budget, events)
     flushed = (usage, shadow_stats, predictions)
     readiness = Readiness()
+    keys = KeyRing(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,10 +108,13 @@ def create_app(settings: Settings) -> FastAPI:
                  "%d bytes)", __version__, settings.host, settings.port,
                  registry.engine.url.render_as_string(), settings.resolved_store_url,
                  settings.memory_budget)
+        await anyio.to_thread.run_sync(keys.refresh)
+        _check_exposure(settings, keys)
         await anyio.to_thread.run_sync(model_settings.refresh)
         tasks = [asyncio.create_task(_start_up(lifecycle, settings, readiness)),
                  asyncio.create_task(_every(settings.usage_flush_interval, _flush, *flushed)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, model_settings.refresh)),
+                 asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, keys.refresh)),
                  asyncio.create_task(_every(settings.guard_interval, guard.check))]
         if settings.idle_unload > 0:
             tasks.append(asyncio.create_task(
@@ -135,6 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(management_routes(catalog, lifecycle, cache, usage, health))
     app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions))
     app.include_router(governance_routes(governance, lifecycle))
+    app.include_router(keys_routes(keys))
     app.include_router(metrics_routes(metrics))
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)
@@ -142,7 +150,18 @@ def create_app(settings: Settings) -> FastAPI:
                        max_request_size=settings.max_request_size,
                        limits=TensorLimits(settings.max_inputs, settings.max_tensor_elements,
                                            settings.max_bytes_element))
+    app.add_middleware(ApiKeyAuth, keys=keys)  # before anything else, the infer endpoint too
     return app
+
+
+def _check_exposure(settings: Settings, keys: KeyRing) -> None:
+    """Refuse to serve a non-loopback address with no API key, unless told ``--insecure``."""
+    loopback = settings.host in ("127.0.0.1", "::1", "localhost") or settings.host.startswith("127.")
+    if not loopback and not keys.enforced and not settings.insecure:
+        raise RuntimeError(
+            f"refusing to serve on {settings.host} without an API key: anyone who can reach it "
+            f"could change or delete models. Create a key first (serve on 127.0.0.1, then "
+            f"`model-manager keys create --role admin --name ops`), or pass --insecure")
 
 
 def app_from_environment() -> FastAPI:

@@ -82,6 +82,8 @@ class Settings:
     """Everything ``create_app`` needs to build the server."""
 
     host: str = "127.0.0.1"
+    insecure: bool = False
+    """Serve on a non-loopback address with no API key (anyone who can reach it may do anything)."""
     port: int = 8080
     data_dir: Path = Path("./var")
     db_url: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from model_manager.api.auth import ApiKeyAuth, keys_routes
 from model_manager.api.errors import STATUS, install_error_handlers, status_of
 from model_manager.api.governance import governance_routes
 from model_manager.api.infer import InferEndpoint
@@ -13,11 +14,13 @@ from model_manager.api.v2 import Readiness, v2_routes
 
 __all__ = [
     "STATUS",
+    "ApiKeyAuth",
     "BodySizeLimit",
     "InferEndpoint",
     "Readiness",
     "governance_routes",
     "install_error_handlers",
+    "keys_routes",
     "management_routes",
     "metrics_routes",
     "monitoring_routes",

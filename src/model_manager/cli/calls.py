@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,17 @@ import click
 from model_manager.cli.client import ApiError, ServerClient
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The server the verbs talk to, and the key they send."""
+
+    url: str
+    api_key: str | None = None
+
+
 def client(ctx: click.Context) -> ServerClient:
-    return ServerClient(ctx.obj)
+    target: Target = ctx.obj
+    return ServerClient(target.url, api_key=target.api_key)
 
 
 def call(ctx: click.Context, method: str, *args: Any, **kwargs: Any) -> Any:

@@ -18,9 +18,11 @@ class ApiError(Exception):
 
 
 class ServerClient:
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60.0) -> None:
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60.0,
+                 api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from model_manager.cli import governance, monitoring
-from model_manager.cli.calls import call, echo_json, json_arg
+from model_manager.cli import governance, keys, monitoring
+from model_manager.cli.calls import Target, call, echo_json, json_arg
 from model_manager.cli.client import DEFAULT_URL
 from model_manager.cli.tables import format_table
 
@@ -19,11 +19,13 @@ from model_manager.cli.tables import format_table
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", envvar="MODEL_MANAGER_URL", default=DEFAULT_URL, show_default=True,
               help="The server to talk to.")
+@click.option("--api-key", envvar="MODEL_MANAGER_API_KEY",
+              help="The API key to send, once the server has keys.")
 @click.version_option(package_name="ml-model-manager")
 @click.pass_context
-def cli(ctx: click.Context, url: str) -> None:
+def cli(ctx: click.Context, url: str, api_key: str | None) -> None:
     """Serve many ML models over the Open Inference Protocol, and govern them."""
-    ctx.obj = url
+    ctx.obj = Target(url, api_key)
 
 
 def main() -> None:
@@ -33,6 +35,8 @@ def main() -> None:
 @cli.command()
 @click.option("--host", help="Address to bind. [default: 127.0.0.1]")
 @click.option("--port", type=int, help="Port to listen on. [default: 8080]")
+@click.option("--insecure/--no-insecure", default=None,
+              help="Allow a non-loopback --host while no API key exists. [default: off]")
 @click.option("--data-dir", type=click.Path(path_type=Path),
               help="Holds the SQLite registry and the local store. [default: ./var]")
 @click.option("--db-url", help="SQLAlchemy database URL. [default: SQLite in the data dir]")
@@ -419,5 +423,5 @@ def rollback(ctx: click.Context, name: str) -> None:
 
 
 for command in (monitoring.shadow, monitoring.outcomes, monitoring.settings, governance.report,
-                governance.cleanup, governance.archive, governance.unarchive):
+                governance.cleanup, governance.archive, governance.unarchive, keys.keys):
     cli.add_command(command)

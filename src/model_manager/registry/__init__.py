@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from model_manager.registry.names import NAME_PATTERN, check_alias_name, check_model_name
 from model_manager.registry.records import EventRecord, ModelRecord, VersionRecord
-from model_manager.registry.registry import Registry, create_registry_engine
+from model_manager.registry.registry import Registry, acting_as, create_registry_engine
 
 __all__ = [
     "NAME_PATTERN",
@@ -12,6 +12,7 @@ __all__ = [
     "ModelRecord",
     "Registry",
     "VersionRecord",
+    "acting_as",
     "check_alias_name",
     "check_model_name",
     "create_registry_engine",

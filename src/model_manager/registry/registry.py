@@ -6,6 +6,7 @@ Every write runs in one transaction, so a crash leaves either all of it or none.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,11 @@ from model_manager.registry.records import EventRecord, ModelRecord, VersionReco
 from model_manager.runtimes.signature import Signature
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+acting_as: contextvars.ContextVar[str | None] = contextvars.ContextVar("acting_as", default=None)
+"""Who makes the changes in this context (an API key's name); audit events record it when
+a change names no actor of its own."""
 
 
 def create_registry_engine(url: str) -> Engine:
@@ -363,7 +369,8 @@ class Registry:
     def _record(self, conn: Connection, model_id: int, kind: str, details: dict[str, Any],
                 actor: str | None) -> None:
         conn.execute(t.events.insert().values(model_id=model_id, kind=kind, details=details,
-                                              actor=actor, created_at=self.now()))
+                                              actor=actor or acting_as.get(),
+                                              created_at=self.now()))
 
 
 def _policy_versions(policy: dict[str, Any] | None) -> set[int]:

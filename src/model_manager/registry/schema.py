@@ -132,3 +132,14 @@ prediction_log = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_prediction_log_lookup", "model_id", "prediction_id"),
 )
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("salt", String(32), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
