@@ -9,9 +9,14 @@ TF := .venv-tf
 TF_STAMP := $(TF)/.installed
 PORT ?= 8080
 
-.PHONY: install serve test lint bench clean
+.PHONY: install postgres serve test lint bench clean
 
-install: $(STAMP) $(TOOLS_STAMP) $(TF_STAMP)
+install: $(STAMP) $(TOOLS_STAMP) $(TF_STAMP) postgres
+
+# PostgreSQL 15's server binaries, for the tests that start a throwaway server.
+postgres:
+	@test -x /usr/lib/postgresql/15/bin/initdb || command -v initdb >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
 # Re-installs only when pyproject.toml changes; the package itself is installed editable.
 $(STAMP): pyproject.toml constraints/test.txt

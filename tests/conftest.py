@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from model_manager.demo import train_iris, write_onnx, write_skops
+from tests.postgres import PostgresServer, postgres_server
 from tests.support import ServerProcess
 
 
@@ -59,3 +60,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def http(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL 15 server for the session."""
+    yield from postgres_server()

@@ -19,9 +19,14 @@ from model_manager.runtimes.signature import Signature, TensorSpec
 SIGNATURE = Signature((TensorSpec("input", "FP32", (-1, 4)),), (TensorSpec("label", "INT64", (-1,)),))
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    registry = Registry.from_url(f"sqlite:///{tmp_path}/r.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    """Every registry test runs on SQLite and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/r.db"
+    else:
+        url = request.getfixturevalue("postgres").new_database()
+    registry = Registry.from_url(url)
     registry.migrate()
     yield registry
     registry.close()
@@ -239,9 +244,14 @@ def test_data_survives_reopening_the_file(tmp_path: Path) -> None:
         second.close()
 
 
-def test_sqlite_file_is_in_wal_mode(registry: Registry, tmp_path: Path) -> None:
-    with registry.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
+    registry = Registry.from_url(f"sqlite:///{tmp_path}/r.db")
+    registry.migrate()
+    try:
+        with registry.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        registry.close()
     assert (tmp_path / "r.db").is_file()
 
 
