@@ -15,6 +15,7 @@ import pytest
 
 from model_manager.demo import train_iris, write_onnx, write_skops
 from tests.postgres import PostgresServer, postgres_server
+from tests.s3 import S3Server, s3_server
 from tests.support import ServerProcess
 
 
@@ -66,3 +67,9 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
 def postgres() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL 15 server for the session."""
     yield from postgres_server()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A local S3 API on loopback for the session."""
+    yield from s3_server()

@@ -61,7 +61,7 @@ _SETTINGS_REFRESH = 2.0
 def create_app(settings: Settings) -> FastAPI:
     clock = Clock(settings.clock_file)
     registry = Registry.from_url(settings.resolved_db_url, clock)
-    store = open_store(settings.resolved_store_url)
+    store = open_store(settings.resolved_store_url, settings.data_dir / "cache")
     events = EventLog()
     options = LoadOptions(allow_pickle=settings.allow_pickle,
                           allow_custom_code=settings.allow_custom_code,

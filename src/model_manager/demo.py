@@ -61,8 +61,8 @@ def register_demo_models_from(settings: Settings) -> None:
         options = LoadOptions(allow_pickle=settings.allow_pickle,
                               allow_custom_code=settings.allow_custom_code,
                               threads=settings.model_threads, device=settings.torch_device)
-        register_demo_models(Catalog(registry, open_store(settings.resolved_store_url), options,
-                                     settings.max_upload_size))
+        store = open_store(settings.resolved_store_url, settings.data_dir / "cache")
+        register_demo_models(Catalog(registry, store, options, settings.max_upload_size))
     finally:
         registry.close()
 

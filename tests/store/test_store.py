@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,16 +12,24 @@ import pytest
 
 from model_manager.errors import NotFound, TooLarge, UnsupportedFormat
 from model_manager.store import ArtifactStore, LocalStore, MemoryStore, iter_file, open_store, stage_stream
+from model_manager.store.s3 import S3Store
+from tests.s3 import S3Server
 
 CHUNKS = [b"hello ", b"", b"model ", b"manager" * 1000]
 CONTENT = b"".join(CHUNKS)
 DIGEST = hashlib.sha256(CONTENT).hexdigest()
+BUCKETS = itertools.count()
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactStore]:
     if request.param == "local":
         yield LocalStore(tmp_path / "store")
+        return
+    if request.param == "s3":
+        s3: S3Server = request.getfixturevalue("s3")
+        bucket = s3.new_bucket(f"store-{next(BUCKETS)}")
+        yield S3Store(bucket, "models", tmp_path / "cache", client=s3.client())
         return
     yield MemoryStore()
 
@@ -152,5 +162,24 @@ def test_open_store_picks_the_store_from_the_url(tmp_path: Path) -> None:
     assert isinstance(local, LocalStore)
     assert local.root == tmp_path
     assert isinstance(open_store(str(tmp_path)), LocalStore)
-    with pytest.raises(UnsupportedFormat, match="s3://bucket"):
-        open_store("s3://bucket")
+    s3 = open_store("s3://models/prod", tmp_path / "cache")
+    assert isinstance(s3, S3Store) and (s3.bucket, s3.prefix) == ("models", "prod")
+    with pytest.raises(UnsupportedFormat, match="s3://bucket/prefix"):
+        open_store("ftp://models")
+
+
+def test_s3_large_artifacts_go_up_in_parts_and_come_down_once(s3: S3Server, tmp_path: Path) -> None:
+    client = s3.client()
+    store = S3Store(s3.new_bucket("multipart"), "p", tmp_path / "cache", client=client,
+                    multipart_threshold=5 * 1024**2)
+    content = os.urandom(12 * 1024**2)
+    staged = stage_stream([content], store.staging_dir, limit=len(content))
+    store.put(staged)
+    key = f"p/sha256/{staged.sha256[:2]}/{staged.sha256}"
+    assert client.head_object(Bucket="multipart", Key=key)["ETag"].endswith('-3"')  # type: ignore[attr-defined]
+    assert store.blobs() == {staged.sha256: len(content)}
+    first = store.fetch(staged.sha256)
+    assert first.read_bytes() == content
+    client.delete_object(Bucket="multipart", Key=key)  # type: ignore[attr-defined]
+    assert store.fetch(staged.sha256) == first  # served from the local cache by digest
+    assert not store.exists(staged.sha256)

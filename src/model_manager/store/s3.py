@@ -1,0 +1,115 @@
+"""Blobs in an S3 bucket (``s3://bucket/prefix``), cached on local disk by digest.
+
+Objects are ``<prefix>/sha256/<ab>/<digest>``. Uploads go through boto3's managed transfer, which
+switches to a multipart upload for large artifacts; an object appears only once it is complete,
+so a crash never leaves half a blob in the bucket. ``fetch`` downloads a blob once into the local
+cache (to a temp file, then renamed) and serves it from there afterwards: a digest names one
+content forever. The endpoint and credentials come from boto3's usual sources
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ..., instance roles).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from model_manager.errors import NotFound
+from model_manager.store.base import StagedFile
+from model_manager.types import Digest
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+MULTIPART_THRESHOLD = 64 * 1024**2
+
+
+class S3Store:
+    def __init__(self, bucket: str, prefix: str, cache_dir: Path, client: Any = None,
+                 multipart_threshold: int = MULTIPART_THRESHOLD) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.cache_dir = Path(cache_dir)
+        self._s3 = client or boto3.client("s3")
+        self._transfer = TransferConfig(multipart_threshold=multipart_threshold,
+                                        multipart_chunksize=multipart_threshold)
+
+    @classmethod
+    def from_url(cls, url: str, cache_dir: Path) -> S3Store:
+        bucket, _, prefix = url[len("s3://"):].partition("/")
+        if not bucket:
+            raise ValueError(f"an S3 store URL is s3://bucket/prefix, got {url!r}")
+        return cls(bucket, prefix, cache_dir)
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.cache_dir / "tmp"
+
+    def put(self, staged: StagedFile) -> None:
+        key = self._key(staged.sha256)
+        try:
+            if not self.exists(staged.sha256):
+                self._s3.upload_file(str(staged.path), self.bucket, key, Config=self._transfer)
+        finally:
+            staged.discard()
+
+    def fetch(self, digest: Digest) -> Path:
+        cached = self._cached(digest)
+        if cached.is_file():
+            return cached
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=f".{digest}.")
+        os.close(fd)
+        try:
+            self._s3.download_file(self.bucket, self._key(digest), tmp, Config=self._transfer)
+            os.replace(tmp, cached)
+        except Exception as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if _is_missing(exc):
+                raise NotFound(f"artifact {digest} is missing from s3://{self.bucket}/"
+                               f"{self.prefix}") from exc
+            raise
+        return cached
+
+    def delete(self, digest: Digest) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=self._key(digest))
+        self._cached(digest).unlink(missing_ok=True)
+
+    def exists(self, digest: Digest) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=self._key(digest))
+        except Exception as exc:
+            if _is_missing(exc):
+                return False
+            raise
+        return True
+
+    def blobs(self) -> dict[Digest, int]:
+        found: dict[Digest, int] = {}
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(""))
+        for page in pages:
+            for item in page.get("Contents", []):
+                name = item["Key"].rsplit("/", 1)[-1]
+                if _DIGEST.match(name):
+                    found[name] = int(item["Size"])
+        return found
+
+    def _key(self, digest: str) -> str:
+        if digest and not _DIGEST.match(digest):
+            raise NotFound(f"not a sha256 digest: {digest!r}")
+        path = f"sha256/{digest[:2]}/{digest}" if digest else "sha256/"
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def _cached(self, digest: Digest) -> Path:
+        if not _DIGEST.match(digest):
+            raise NotFound(f"not a sha256 digest: {digest!r}")
+        return self.cache_dir / "sha256" / digest[:2] / digest
+
+
+def _is_missing(exc: Exception) -> bool:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
