@@ -141,7 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(v2_routes(router, registry, cache, lifecycle, readiness))
     app.include_router(management_routes(catalog, lifecycle, cache, usage, health))
     app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions))
-    app.include_router(governance_routes(governance, lifecycle))
+    app.include_router(governance_routes(governance, lifecycle, catalog))
     app.include_router(keys_routes(keys))
     app.include_router(metrics_routes(metrics))
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 
+from model_manager import doctor
 from model_manager.api.bodies import json_object
+from model_manager.catalog import Catalog
 from model_manager.errors import InvalidInput
 from model_manager.governance import Governance
 from model_manager.serving import VersionLifecycle
@@ -14,7 +17,8 @@ from model_manager.serving import VersionLifecycle
 LIMITS = ("window", "stale_after", "never_used_grace", "idle_after", "purge_after")
 
 
-def governance_routes(governance: Governance, lifecycle: VersionLifecycle) -> APIRouter:
+def governance_routes(governance: Governance, lifecycle: VersionLifecycle,
+                      catalog: Catalog) -> APIRouter:
     api = APIRouter(prefix="/api")
 
     @api.get("/report")
@@ -38,6 +42,13 @@ def governance_routes(governance: Governance, lifecycle: VersionLifecycle) -> AP
             raise InvalidInput("model is a model name")
         return await governance.cleanup(apply=not dry_run, overrides=body, model=model,
                                         findings=findings)
+
+    @api.get("/doctor")
+    async def examine() -> dict[str, Any]:
+        """The registry against the store; temp files younger than an hour may be uploads."""
+        problems = await anyio.to_thread.run_sync(lambda: doctor.examine(
+            catalog.registry, catalog.store, temp_older_than=3600))
+        return {"problems": [p.to_json() for p in problems]}
 
     @api.post("/models/{name}/versions/{version}/archive")
     async def archive(name: str, version: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from model_manager.cli import governance, keys, monitoring
+from model_manager.cli import doctor, governance, keys, monitoring
 from model_manager.cli.calls import Target, call, echo_json, json_arg
 from model_manager.cli.client import DEFAULT_URL
 from model_manager.cli.tables import format_table
@@ -423,5 +423,6 @@ def rollback(ctx: click.Context, name: str) -> None:
 
 
 for command in (monitoring.shadow, monitoring.outcomes, monitoring.settings, governance.report,
-                governance.cleanup, governance.archive, governance.unarchive, keys.keys):
+                governance.cleanup, governance.archive, governance.unarchive, keys.keys,
+                doctor.doctor):
     cli.add_command(command)
