@@ -9,7 +9,7 @@ TF := .venv-tf
 TF_STAMP := $(TF)/.installed
 PORT ?= 8080
 
-.PHONY: install postgres serve test lint bench clean
+.PHONY: install postgres serve test lint bench crash clean
 
 install: $(STAMP) $(TOOLS_STAMP) $(TF_STAMP) postgres
 
@@ -48,6 +48,10 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# The crash-safety test with 50 kills instead of the suite's 12.
+crash: install
+	MODEL_MANAGER_TEST_KILLS=50 $(BIN)/pytest tests/e2e/test_crash_safety.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(TF) var .pytest_cache .mypy_cache .ruff_cache

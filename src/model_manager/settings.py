@@ -130,7 +130,7 @@ class Settings:
     """Logged predictions each model keeps; the oldest go first."""
     model_concurrency: int = 4
     """Predictions of one version running at once."""
-    model_queue: int = 64
+    model_queue: int = 256
     """Requests of one model waiting beyond those running; past them, 429."""
     shadow_queue: int = 64
     """Shadow requests waiting per model; more are dropped."""

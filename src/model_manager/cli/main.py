@@ -73,7 +73,7 @@ def main() -> None:
 @click.option("--model-concurrency", type=int,
               help="Predictions of one version running at once. [default: 4]")
 @click.option("--model-queue", type=int,
-              help="Requests of one model waiting beyond those; past them, 429. [default: 64]")
+              help="Requests of one model waiting beyond those; past them, 429. [default: 256]")
 @click.option("--shadow-queue", type=int, help="Shadow requests waiting per model. [default: 64]")
 @click.option("--guard-interval", help="How often canary routes are checked for auto-rollback. "
               "[default: 5s]")
