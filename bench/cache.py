@@ -75,7 +75,8 @@ def run(label: str, budget: str, model: Path, n_models: int, n_requests: int) ->
                                     files={"file": ("m.onnx", f)}).raise_for_status()
             idle_rss = proc_status(server.process.pid, "VmRSS")
             Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")  # reset VmHWM
-            latencies, errors = drive(server.url, zipf_choices(n_models, n_requests, seed=1))
+            paths = [f"/v2/models/m{i:02d}/infer" for i in zipf_choices(n_models, n_requests, seed=1)]
+            latencies, errors = drive(server.url, paths, IDX_BODY)
             loads = metric(server.url, "model_manager_loads_total")
             evictions = metric(server.url, "model_manager_evictions_total")
             peak_rss = proc_status(server.process.pid, "VmHWM")
@@ -89,30 +90,34 @@ def run(label: str, budget: str, model: Path, n_models: int, n_requests: int) ->
             "peak_rss_mb": peak_rss / 1e6}
 
 
-def drive(url: str, choices: list[int]) -> tuple[list[float], int]:
-    """Send one request per choice from CLIENTS threads; per-request latency and error count."""
+IDX_BODY = {"inputs": [{"name": "idx", "datatype": "INT64", "shape": [1], "data": [7]}]}
+
+
+def drive(url: str, paths: list[str], body: dict[str, object],
+          clients: int = CLIENTS) -> tuple[list[float], int]:
+    """POST ``body`` to each path in turn from ``clients`` threads; per-request latency and
+    error count."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
-    queue = iter(choices)
-    body = {"inputs": [{"name": "idx", "datatype": "INT64", "shape": [1], "data": [7]}]}
+    queue = iter(paths)
 
     def client() -> None:
         nonlocal errors
         with httpx.Client(base_url=url, timeout=120) as http:
             while True:
                 with lock:
-                    index = next(queue, None)
-                if index is None:
+                    path = next(queue, None)
+                if path is None:
                     return
                 started = time.perf_counter()
-                ok = http.post(f"/v2/models/m{index:02d}/infer", json=body).status_code == 200
+                ok = http.post(path, json=body).status_code == 200
                 elapsed = time.perf_counter() - started
                 with lock:
                     latencies.append(elapsed)
                     errors += not ok
 
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:

@@ -17,7 +17,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cache import drive as drive_paths  # noqa: E402
 from bench.cache import pin_to_core  # noqa: E402
 from tests.support import ServerProcess  # noqa: E402
 
@@ -41,32 +41,8 @@ SHADOWED = {"routes": [{"version": 1, "weight": 100}],
 
 
 def drive(url: str, n_requests: int) -> tuple[list[float], int]:
-    """Send ``n_requests`` from CLIENTS threads; per-request latency and error count."""
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    left = iter(range(n_requests))
-
-    def client() -> None:
-        nonlocal errors
-        with httpx.Client(base_url=url, timeout=60) as http:
-            while True:
-                with lock:
-                    if next(left, None) is None:
-                        return
-                started = time.perf_counter()
-                ok = http.post("/v2/models/pair/infer", json=BODY).status_code == 200
-                elapsed = time.perf_counter() - started
-                with lock:
-                    latencies.append(elapsed)
-                    errors += not ok
-
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return latencies, errors
+    """Send ``n_requests`` to the served model from CLIENTS threads."""
+    return drive_paths(url, ["/v2/models/pair/infer"] * n_requests, BODY, CLIENTS)
 
 
 def percentile(values: list[float], q: float) -> float:

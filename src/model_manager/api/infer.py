@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from model_manager import errors
 from model_manager.api.codec import HEADER_LENGTH, TensorLimits, decode_request, encode_response
 from model_manager.api.errors import status_of
+from model_manager.api.limits import too_large_message
 from model_manager.serving import PredictionRouter
 from model_manager.serving.shadow import ShadowJob
 
@@ -76,7 +77,7 @@ def _infer_target(path: str) -> tuple[str, str | None] | None:
 async def _read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
     for key, value in scope["headers"]:
         if key == b"content-length" and value.isdigit() and int(value) > limit:
-            raise errors.TooLarge(_too_large(limit))
+            raise errors.TooLarge(too_large_message(limit, "--max-request-size"))
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -85,14 +86,10 @@ async def _read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise errors.TooLarge(_too_large(limit))
+            raise errors.TooLarge(too_large_message(limit, "--max-request-size"))
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _too_large(limit: int) -> str:
-    return f"request body is over the limit of {limit} bytes (the server's --max-request-size)"
 
 
 def _headers(scope: Scope) -> tuple[str | None, str | None]:

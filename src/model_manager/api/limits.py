@@ -55,6 +55,10 @@ class BodySizeLimit:
             await _reject(send, limit, setting)
 
 
+def too_large_message(limit: int, setting: str) -> str:
+    return f"request body is over the limit of {limit} bytes (the server's {setting})"
+
+
 def _content_length(scope: Scope) -> int | None:
     for key, value in scope["headers"]:
         if key == b"content-length" and value.isdigit():
@@ -63,8 +67,7 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _reject(send: Send, limit: int, setting: str) -> None:
-    body = json.dumps({"error": f"request body is over the limit of {limit} bytes "
-                                f"(the server's {setting})"}).encode()
+    body = json.dumps({"error": too_large_message(limit, setting)}).encode()
     headers: list[Any] = [(b"content-type", b"application/json"),
                           (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
     await send({"type": "http.response.start", "status": 413, "headers": headers})

@@ -68,13 +68,15 @@ def _blob_sizes(fleet: Fleet) -> dict[str, int]:
 
 
 def _reclaimable(fleet: Fleet, findings: dict[Any, list[Finding]]) -> int:
-    """Bytes cleanup would free in the end: blobs whose every version is archived or would be
-    archived (and is not protected), and orphan blobs."""
+    """Bytes cleanup would free in the end: blobs whose every version is unprotected and
+    archived or archivable (a version outside the report, sharing the blob, keeps it, as in
+    the cleanup plan), and orphan blobs."""
     holders: dict[str, list[bool]] = collections.defaultdict(list)
     for key, f in fleet.facts.items():
-        goes = f.version.archived or (not f.protected_by and any(
+        goes = not f.protected_by and (f.version.archived or any(
             x.code in ARCHIVABLE for x in findings[key]))
         holders[f.version.sha256].append(goes)
+        holders[f.version.sha256] += [False for k in f.duplicates if k not in fleet.facts]
     sizes = _blob_sizes(fleet)
     return (sum(sizes[d] for d, goes in holders.items() if all(goes))
             + sum(fleet.orphan_blobs.values()))

@@ -25,7 +25,7 @@ from model_manager.serving.batching import Batcher, BatchPolicy
 from model_manager.serving.cache import LoadedModel, ModelCache
 from model_manager.serving.inference import InferenceRequest, InferenceResponse, InferOutput
 from model_manager.serving.model_settings import SettingsCache
-from model_manager.serving.routes import RouteTable
+from model_manager.serving.routes import ModelRoutes, RouteTable
 from model_manager.serving.shadow import ShadowDispatcher, ShadowJob
 from model_manager.serving.traffic import TrafficPolicy
 from model_manager.serving.validation import OutputRules, check_inputs, check_outputs, select_outputs
@@ -59,16 +59,13 @@ class PredictionRouter:
         """Predictions running in worker threads at once, over all versions: as many as there
         are cores, since more would only take turns on them."""
         self._costs: dict[VersionKey, float] = {}
-        self._batchers: dict[VersionKey, tuple[LoadedModel, Batcher]] = {}
         """Moving average of each version's inference seconds."""
+        self._batchers: dict[VersionKey, tuple[LoadedModel, Batcher]] = {}
         self._rules: dict[VersionKey, OutputRules] = {}
 
     async def resolve(self, name: str, ref: str | None) -> VersionRecord:
         """The servable version ``ref`` names (a number or an alias; None: the default route)."""
-        version = (await self._routes.get(name)).model.resolve(ref)
-        if version.archived:
-            raise NotFound(f"version {version.number} of {name!r} is archived")
-        return version
+        return _servable(await self._routes.get(name), name, ref)
 
     async def predict(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest],
                       routing_key: str | None = None
@@ -128,13 +125,14 @@ class PredictionRouter:
     async def _route(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest],
                      routing_key: str | None
                      ) -> tuple[VersionRecord, InferenceRequest | None, TrafficPolicy | None]:
-        policy = None if ref else (await self._routes.get(name)).policy
+        routes = await self._routes.get(name)
+        policy = None if ref else routes.policy
         if policy is None:
-            return await self.resolve(name, ref), None, None
+            return _servable(routes, name, ref), None, None
         request = decode()  # the routing key may be one of its parameters
         key = routing_key or request.parameters.get(policy.sticky_key)
         chosen = policy.choose(None if key is None else str(key))
-        return await self.resolve(name, str(chosen)), request, policy
+        return _servable(routes, name, str(chosen)), request, policy
 
     async def _run(self, model: LoadedModel, inputs: Tensors, names: Sequence[str],
                    tracking: Tracking) -> dict[str, Array]:
@@ -195,6 +193,13 @@ class PredictionRouter:
             tracking.outcome = "invalid_output"
             tracking.detail = "; ".join(v.message for v in violations)
         return outputs
+
+
+def _servable(routes: ModelRoutes, name: str, ref: str | None) -> VersionRecord:
+    version = routes.model.resolve(ref)
+    if version.archived:
+        raise NotFound(f"version {version.number} of {name!r} is archived")
+    return version
 
 
 def _timed(runtime: Runtime, inputs: Tensors, names: Sequence[str]) -> tuple[dict[str, Array], float]:
