@@ -22,7 +22,7 @@ from typing import Any
 from model_manager.errors import Conflict, InvalidInput, ModelManagerError
 from model_manager.probes import Probe
 from model_manager.registry import Registry, VersionRecord, check_model_name
-from model_manager.runtimes import LoadOptions, Runtime, Signature, detect_format, get_format
+from model_manager.runtimes import LoadOptions, Runtime, Signature, check_archive, detect_format, get_format
 from model_manager.runtimes.compile import compile_sklearn
 from model_manager.runtimes.sklearn import SklearnRuntime
 from model_manager.serving.batching import BatchPolicy
@@ -60,6 +60,7 @@ class Catalog:
         staged = stage_stream(chunks, self.store.staging_dir, self.max_upload_size)
         twin: StagedFile | None = None
         try:
+            check_archive(staged.path)
             fmt = detect_format(staged.path, filename, format)
             runtime = fmt.load(staged.path, self.options, override)
             signature = runtime.signature

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,6 +143,64 @@ def test_empty_or_corrupt_model_is_not_registered(server: ServerProcess, http: h
     response = http.post("/api/models/corrupt/versions", files={"file": (filename, content)})
     assert expected in error_of(response, 400)
     error_of(http.get("/api/models/corrupt"), 404)
+    assert stored_blobs(server) == blobs_before
+    assert staged_files(server) == []
+
+
+def with_member(source: Path, folder: Path, member: zipfile.ZipInfo | str) -> Path:
+    """A copy of a real zip-based model file with one more member."""
+    target = folder / source.name
+    shutil.copy(source, target)
+    with zipfile.ZipFile(target, "a") as archive:
+        archive.writestr(member, b"#!/bin/sh\necho owned\n")
+    return target
+
+
+def symlink_member(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+@pytest.mark.parametrize(("member", "expected"), [
+    ("../../../../tmp/evil.sh", "climbs out of the archive with '..'"),
+    ("weights/..\\..\\evil.bat", "climbs out of the archive with '..'"),
+    ("/etc/cron.d/evil", "is an absolute path"),
+    ("C:\\evil.bat", "is an absolute path"),
+    (symlink_member("link"), "is a symbolic link"),
+])
+def test_archives_with_escaping_members_are_refused(server: ServerProcess, http: httpx.Client,
+                                                    iris: IrisFiles, tmp_path: Path,
+                                                    member: zipfile.ZipInfo | str,
+                                                    expected: str) -> None:
+    blobs_before = stored_blobs(server)
+    hostile = with_member(iris.skops, tmp_path, member)
+    message = error_of(push(http, "hostile", hostile), 400)
+    assert expected in message and "refused" in message
+    error_of(http.get("/api/models/hostile"), 404)
+    assert stored_blobs(server) == blobs_before
+    assert staged_files(server) == []
+
+
+@pytest.mark.parametrize(("source", "filename", "fields", "expected"), [
+    ("skops", "model.onnx", {}, "not a loadable ONNX model"),
+    ("onnx", "model.skops", {}, "neither a skops file (a zip archive) nor a pickle"),
+    ("joblib", "model.skops", {}, "--allow-pickle"),
+    ("joblib", "model.onnx", {}, "not a loadable ONNX model"),
+    ("onnx", "model.bin", {"format": "xgboost"}, "not a loadable XGBoost model"),
+    ("skops", "model.keras", {}, "Keras"),
+])
+def test_a_file_that_claims_another_format_is_refused(server: ServerProcess, http: httpx.Client,
+                                                      iris: IrisFiles, source: str, filename: str,
+                                                      fields: dict[str, str],
+                                                      expected: str) -> None:
+    blobs_before = stored_blobs(server)
+    with open(getattr(iris, source), "rb") as f:
+        response = http.post("/api/models/liar/versions", files={"file": (filename, f)},
+                             data=fields)
+    assert expected in error_of(response, 400)
+    error_of(http.get("/api/models/liar"), 404)
     assert stored_blobs(server) == blobs_before
     assert staged_files(server) == []
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from model_manager.errors import InvalidArtifact, UnsupportedFormat
+from model_manager.runtimes.archive import check_archive
 from model_manager.runtimes.base import LoadOptions, ModelFormat, Runtime
 from model_manager.runtimes.keras import KerasFormat
 from model_manager.runtimes.lightgbm import LightGBMFormat
@@ -25,6 +26,7 @@ __all__ = [
     "Runtime",
     "Signature",
     "TensorSpec",
+    "check_archive",
     "datatype_of",
     "detect_format",
     "format_table",
