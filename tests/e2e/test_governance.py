@@ -285,7 +285,8 @@ def test_a_scheduled_cleanup_archives_on_its_own(tmp_path: Path) -> None:
         with httpx.Client(base_url=server.url, timeout=60) as http:
             for n in (1, 2):
                 push(http, "nightly", offset_model(tmp_path / f"v{n}.onnx", float(n)))
-            http.put("/api/models/nightly/aliases/production", json={"version": 2})
+            # No production alias: version 1 is not SUPERSEDED, and nothing is archivable until
+            # the clock passes the grace (version 2, the default route, is protected).
             clock.write_text(str(8 * DAY))  # version 1 has gone unused for longer than the grace
             deadline = time.monotonic() + 20
             while not http.get("/api/models/nightly/versions/1").json()["archived"]:
