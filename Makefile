@@ -9,7 +9,7 @@ TF := .venv-tf
 TF_STAMP := $(TF)/.installed
 PORT ?= 8080
 
-.PHONY: install postgres serve test lint bench crash clean
+.PHONY: install postgres serve test lint bench crash fuzz clean
 
 install: $(STAMP) $(TOOLS_STAMP) $(TF_STAMP) postgres
 
@@ -46,12 +46,17 @@ lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 
+# Two workers, each taking whole test files (module-scoped servers stay within one worker).
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
-# The crash-safety test with 50 kills instead of the suite's 12.
+# The crash-safety test with 200 kills instead of the suite's 50.
 crash: install
-	MODEL_MANAGER_TEST_KILLS=50 $(BIN)/pytest tests/e2e/test_crash_safety.py
+	MODEL_MANAGER_TEST_KILLS=200 $(BIN)/pytest tests/e2e/test_crash_safety.py
+
+# The hostile-input tests with 20 times the suite's examples.
+fuzz: install
+	MODEL_MANAGER_FUZZ_EXAMPLES=3000 $(BIN)/pytest tests/e2e/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(TF) var .pytest_cache .mypy_cache .ruff_cache

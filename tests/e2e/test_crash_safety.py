@@ -24,8 +24,8 @@ from model_manager.store import LocalStore
 from tests.onnx_models import offset_model
 from tests.support import ServerProcess, push
 
-KILLS = int(os.environ.get("MODEL_MANAGER_TEST_KILLS", "12"))
-"""12 in `make test`; `make crash` runs 50."""
+KILLS = int(os.environ.get("MODEL_MANAGER_TEST_KILLS", "50"))
+"""50 in `make test`; `make crash` runs 200."""
 FLUSH = 0.2
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
 
@@ -61,7 +61,7 @@ class Workload(threading.Thread):
                 self.acked.append(time.monotonic())
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(max(600, KILLS * 6))
 def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()

@@ -1,0 +1,225 @@
+"""Hostile requests against the real server: no 500, no hang, and it keeps serving.
+
+The management API is fuzzed from its own OpenAPI document (schemathesis); the v2 inference
+endpoint with hypothesis-made bodies: valid and corrupted JSON, binary tensor headers with lying
+lengths, huge and negative shapes, wrong datatypes and deep nesting. ``make test`` runs a bounded
+number of examples; ``make fuzz`` sets MODEL_MANAGER_FUZZ_EXAMPLES far higher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+
+from tests.conftest import IrisFiles
+from tests.onnx_models import offset_model
+from tests.support import ServerProcess, push
+
+EXAMPLES = int(os.environ.get("MODEL_MANAGER_FUZZ_EXAMPLES", "150"))
+"""Examples per v2 property; the management API gets a tenth of it per operation."""
+HOSTILE = {400, 401, 403, 404, 405, 409, 413, 415, 422, 429}
+"""What a hostile request may get: the caller's fault or, under load, "retry later"."""
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
+
+
+@dataclass
+class Target:
+    server: ServerProcess
+    headers: dict[str, str]  # an admin key's: with keys, every /api call needs one
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory, iris: IrisFiles) -> Iterator[Target]:
+    """A server with an admin key, an FP32 ONNX model and an FP64 scikit-learn model."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    server = ServerProcess(folder / "var", "--max-upload-size", "1MiB", "--predict-timeout", "5")
+    key = server.cli("keys", "create", "--role", "admin", "--name", "fuzz").stdout.strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=server.url, headers=headers) as client:
+        assert push(client, "fuzz-onnx", offset_model(folder / "m.onnx", 1.0)).status_code == 201
+        assert push(client, "fuzz-sklearn", iris.skops).status_code == 201
+        for offset in (1.0, 2.0):  # the management fuzzing's own model, which it may wreck
+            model = offset_model(folder / f"t{offset}.onnx", offset)
+            assert push(client, "fuzz-target", model).status_code == 201
+    yield Target(server, headers)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(target: Target) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=target.server.url, headers=target.headers, timeout=10) as http:
+        yield http
+
+
+def rss_mib(target: Target) -> float:
+    status = Path(f"/proc/{target.server.process.pid}/status").read_text()
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(kib) / 1024
+
+
+def assert_still_serving(http: httpx.Client) -> None:
+    assert http.get("/v2/health/ready").status_code == 200
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    answer = http.post("/v2/models/fuzz-onnx/infer", json=body)
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [2, 3, 4, 5]
+
+
+# -- the management API, from its OpenAPI document -----------------------------------------------
+
+def test_the_management_api_never_fails_with_a_server_error(target: Target) -> None:
+    """Every /api operation, with bodies and parameters that fit its schema and ones that do
+    not (one hypothesis run per operation, so a failure names its operation and case)."""
+    schema = schemathesis.openapi.from_url(f"{target.server.url}/openapi.json",
+                                          headers=target.headers)
+    # Revoking the fuzzer's own key would only turn the rest of the run into 401s.
+    schema = schema.include(path_regex="^/api/").exclude(path_regex="^/api/keys/")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) > 20
+
+    for operation in operations:
+        cases = (operation.as_strategy(GenerationMode.POSITIVE)
+                 | operation.as_strategy(GenerationMode.NEGATIVE))
+        # Half the cases name a model and version that exist, or few would get past a 404.
+        real = st.none() | st.tuples(st.just("fuzz-target"),
+                                     st.sampled_from(["1", "2", "3", "latest", "production"]))
+
+        @settings(max_examples=max(EXAMPLES // 10, 5), deadline=None, derandomize=True,
+                  database=None, suppress_health_check=list(HealthCheck))
+        @given(case=cases, real=real)
+        def call(case: Any, real: tuple[str, str] | None) -> None:
+            if real and isinstance(case.path_parameters, dict):
+                if "name" in case.path_parameters:
+                    case.path_parameters["name"] = real[0]
+                if "version" in case.path_parameters:
+                    case.path_parameters["version"] = real[1]
+            response = case.call(headers=target.headers, timeout=10)
+            case.validate_response(response, checks=[not_a_server_error])
+
+        call()
+
+
+# -- v2 inference bodies -------------------------------------------------------------------------
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=5)
+                           | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+                           max_leaves=30)
+datatypes = st.sampled_from(["BOOL", "UINT8", "UINT64", "INT8", "INT32", "INT64", "FP16", "FP32",
+                             "FP64", "BYTES", "BF16", "fp32", "", "STRING", "COMPLEX64"])
+dims = st.integers(-3, 8) | st.sampled_from([2**31, 2**62, 2**64, 10**30, -(2**63)])
+shapes = st.lists(dims, max_size=5) | json_values
+tensors = st.fixed_dictionaries(
+    {"name": st.sampled_from(["x", "input", "X", ""]) | st.text(max_size=8),
+     "datatype": datatypes | json_scalars, "shape": shapes,
+     "data": st.lists(json_scalars, max_size=40) | json_values},
+    optional={"parameters": st.dictionaries(st.sampled_from(["binary_data_size", "content_type"]),
+                                            json_scalars, max_size=2)})
+requests = st.fixed_dictionaries(
+    {"inputs": st.lists(tensors, max_size=4) | json_values},
+    optional={"id": json_scalars, "parameters": json_values,
+              "outputs": st.lists(st.fixed_dictionaries({"name": st.text(max_size=5)},
+                                                        optional={"parameters": json_values}),
+                                  max_size=3)})
+def valid_rows(n: int) -> st.SearchStrategy[list[float]]:
+    return st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False),
+                    min_size=n, max_size=n)
+
+
+valid = st.integers(1, 8).flatmap(lambda rows: valid_rows(rows * 4).map(lambda data: {
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4], "data": data}]}))
+"""Bodies fuzz-onnx answers; corrupting them probes the parser near the path that works."""
+models = st.sampled_from(["fuzz-onnx", "fuzz-sklearn", "fuzz-onnx/versions/1",
+                          "fuzz-sklearn/versions/7", "nope"])
+
+
+def corrupt(raw: bytes, data: st.DataObject) -> bytes:
+    """Truncate, splice in random bytes, or repeat a slice."""
+    if not raw:
+        return raw
+    cut = data.draw(st.integers(0, len(raw)))
+    how = data.draw(st.sampled_from(["truncate", "splice", "repeat"]))
+    if how == "truncate":
+        return raw[:cut]
+    if how == "splice":
+        return raw[:cut] + data.draw(st.binary(min_size=1, max_size=16)) + raw[cut:]
+    return raw[:cut] + raw[cut // 2:cut] * data.draw(st.integers(2, 50)) + raw[cut:]
+
+
+def check(response: httpx.Response) -> None:
+    assert response.status_code == 200 or response.status_code in HOSTILE, response.text
+    if response.status_code != 200:
+        assert isinstance(response.json()["error"], str)
+
+
+@FUZZ
+@given(model=models, body=requests | valid, data=st.data())
+def test_v2_json_bodies_get_an_answer_or_a_clear_error(client: httpx.Client, model: str,
+                                                       body: dict[str, Any],
+                                                       data: st.DataObject) -> None:
+    raw = json.dumps(body).encode()
+    if data.draw(st.booleans()):
+        raw = corrupt(raw, data)
+    check(client.post(f"/v2/models/{model}/infer", content=raw,
+                      headers={"content-type": "application/json"}))
+
+
+@FUZZ
+@given(header=requests | valid, payload=st.binary(max_size=256), data=st.data())
+def test_binary_bodies_with_lying_lengths_get_a_clear_error(client: httpx.Client,
+                                                            header: dict[str, Any],
+                                                            payload: bytes,
+                                                            data: st.DataObject) -> None:
+    raw = json.dumps(header).encode()
+    claimed = data.draw(st.sampled_from(["exact", "more", "less", "negative", "junk", "huge"]))
+    length = {"exact": str(len(raw)), "more": str(len(raw) + len(payload) + 1),
+              "less": str(max(len(raw) - 3, 0)), "negative": "-5", "junk": "12abc",
+              "huge": str(2**70)}[claimed]
+    check(client.post("/v2/models/fuzz-onnx/infer", content=raw + payload,
+                      headers={"content-type": "application/octet-stream",
+                               "inference-header-content-length": length}))
+
+
+def test_binary_tensors_whose_sizes_lie_about_the_data(client: httpx.Client) -> None:
+    data = struct.pack("<4f", 1, 2, 3, 4)
+    for size in (len(data) + 4, len(data) - 4, -1, 0, 2**63):
+        header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                                         "parameters": {"binary_data_size": size}}]}).encode()
+        check(client.post("/v2/models/fuzz-onnx/infer", content=header + data,
+                          headers={"inference-header-content-length": str(len(header))}))
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deeply_nested_json_is_refused(client: httpx.Client, depth: int) -> None:
+    raw = b"[" * depth + b"]" * depth
+    for body in (raw, b'{"inputs": ' + raw + b"}",
+                 b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": '
+                 + raw + b"}]}"):
+        check(client.post("/v2/models/fuzz-onnx/infer", content=body))
+
+
+def test_after_the_fuzzing_the_server_serves_with_bounded_memory(target: Target,
+                                                                  client: httpx.Client) -> None:
+    """Runs last in this module: the fuzzing above must have left the server whole."""
+    assert_still_serving(client)
+    before = rss_mib(target)
+    for _ in range(3):  # the heaviest hostile bodies again: memory must come back down
+        test_deeply_nested_json_is_refused(client, 100_000)
+        big = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2**20, 4],
+                           "data": [0.5] * 2**20}]}
+        check(client.post("/v2/models/fuzz-onnx/infer", json=big))
+    assert_still_serving(client)
+    assert rss_mib(target) - before < 200
