@@ -30,10 +30,14 @@ def test_a_saturated_model_sheds_with_429_while_another_is_served(tmp_path: Path
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
 
                 async def light_one_by_one() -> list[httpx.Response]:
-                    return [await client.post("/v2/models/light/infer", json=body(1))
-                            for _ in range(5)]
+                    answers = []
+                    for _ in range(5):  # another model, and the health checks, answer throughout
+                        answers.append(await client.post("/v2/models/light/infer", json=body(1)))
+                        answers.append(await client.get("/v2/health/ready"))
+                    return answers
 
-                heavy = [client.post("/v2/models/heavy/infer", json=body(20)) for _ in range(6)]
+                # 4x what the model can hold (one running, one queued)
+                heavy = [client.post("/v2/models/heavy/infer", json=body(20)) for _ in range(8)]
                 *answers, light = await asyncio.gather(*heavy, light_one_by_one())
             return answers, light
 
