@@ -79,7 +79,7 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
         acked.clear()
         workload = Workload(server.url, models, rng, acked)
         workload.start()
-        time.sleep(rng.uniform(0.2, 1.0))
+        time.sleep(rng.uniform(0.1, 0.6))
         killed_at = time.monotonic()
         server.stop(signal.SIGKILL)
         workload.join(timeout=30)
