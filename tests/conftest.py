@@ -73,3 +73,15 @@ def postgres() -> Iterator[PostgresServer]:
 def s3() -> Iterator[S3Server]:
     """A local S3 API on loopback for the session."""
     yield from s3_server()
+
+
+SLOW_FIRST = ("tests/e2e/test_crash_safety.py", "tests/deploy/test_terraform.py",
+              "tests/deploy/test_docker.py", "tests/e2e/test_traffic.py",
+              "tests/e2e/test_format_memory.py", "tests/e2e/test_dashboard.py")
+"""Test files of a minute or more. `make test` runs whole files on two workers; starting the
+longest first keeps one worker from running a long file alone at the end."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
