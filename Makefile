@@ -9,14 +9,19 @@ TF := .venv-tf
 TF_STAMP := $(TF)/.installed
 PORT ?= 8080
 
-.PHONY: install postgres serve test lint bench crash fuzz clean
+.PHONY: install postgres chromium serve test lint bench crash fuzz clean
 
-install: $(STAMP) $(TOOLS_STAMP) $(TF_STAMP) postgres
+install: $(STAMP) $(TOOLS_STAMP) $(TF_STAMP) postgres chromium
 
 # PostgreSQL 15's server binaries, for the tests that start a throwaway server.
 postgres:
 	@test -x /usr/lib/postgresql/15/bin/initdb || command -v initdb >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+# Debian's Chromium, for the dashboard's browser tests (Playwright drives it; no browser download).
+chromium:
+	@test -x /usr/bin/chromium || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 # Re-installs only when pyproject.toml changes; the package itself is installed editable.
 $(STAMP): pyproject.toml constraints/test.txt

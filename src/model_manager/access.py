@@ -7,7 +7,7 @@ every few seconds and after each change here) and compares hashes in constant ti
 Roles: ``admin`` may do everything; ``deployer`` may read and change models (uploads, aliases,
 traffic, promotions, cleanup); ``predict`` may run inference and read model metadata; ``read`` may
 read everything but keys. While no key exists, the server is open; once one does, every request
-but the health checks needs one.
+but the health checks and the dashboard's static files needs one.
 """
 
 from __future__ import annotations
@@ -117,9 +117,12 @@ class KeyRing:
 
 
 def permission_for(method: str, path: str) -> str | None:
-    """What a request needs: None (health checks), read, predict, deploy or admin."""
+    """What a request needs: None (health checks, the dashboard's files), read, predict, deploy
+    or admin."""
     if path.startswith("/v2/health/"):
         return None
+    if method in ("GET", "HEAD") and (path == "/" or path.startswith("/dashboard/")):
+        return None  # the page and its scripts hold no data; what they read from /api needs a key
     if path.startswith("/api/keys"):
         return "admin"
     if path.startswith("/v2/models/") and method == "POST" and path.endswith("/infer"):

@@ -19,10 +19,12 @@ from model_manager.api import (
     BodySizeLimit,
     InferEndpoint,
     Readiness,
+    dashboard_routes,
     governance_routes,
     install_error_handlers,
     keys_routes,
     management_routes,
+    memory_routes,
     metrics_routes,
     monitoring_routes,
     v2_routes,
@@ -44,6 +46,7 @@ from model_manager.serving.shadow import ShadowDispatcher
 from model_manager.settings import Settings
 from model_manager.store import open_store
 from model_manager.telemetry import (
+    CacheHistory,
     EventLog,
     Metrics,
     PredictionLog,
@@ -69,13 +72,14 @@ def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog(registry, store, options, settings.max_upload_size, events)
     metrics = Metrics()
     usage = UsageRecorder(UsageStore(registry), metrics, events, clock)
+    history = CacheHistory(clock)
 
     async def after_load(entry: LoadedModel) -> None:
         if await health.probe(entry) is None:  # a probe warms the model; else one dry run does
             await anyio.to_thread.run_sync(warm, entry.runtime)
 
     cache = ModelCache(catalog.load_runtime, settings.memory_budget,
-                       hooks=HookFanout([metrics, events]), room_wait=settings.load_wait,
+                       hooks=HookFanout([metrics, events, history]), room_wait=settings.load_wait,
                        after_load=after_load, clock=clock)
     thresholds = Thresholds(settings.health_max_error_rate, settings.health_max_invalid_rate,
                             settings.health_max_p99)
@@ -143,7 +147,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions))
     app.include_router(governance_routes(governance, lifecycle, catalog))
     app.include_router(keys_routes(keys))
+    app.include_router(memory_routes(cache, history, clock))
     app.include_router(metrics_routes(metrics))
+    app.include_router(dashboard_routes())
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)
     app.add_middleware(InferEndpoint, router=router,  # outermost: the hot path skips the rest

@@ -339,3 +339,22 @@ def test_bursts_are_per_version(recorder: UsageRecorder, events: Events) -> None
 
     record(recorder, 1, "runtime_error", key=("iris", 2))
     assert [e["version"] for e in events.named("error_burst")] == [2]
+
+
+# ---- recent --------------------------------------------------------------------------------------
+
+
+def test_recent_buckets_each_minute_of_each_version(recorder: UsageRecorder, clock: Clock) -> None:
+    start = clock.now
+    recorder.record(KEY, "ok", 2 * MS, MS)
+    clock.now = start + 60
+    recorder.record(KEY, "runtime_error", 2 * MS, None, "boom")
+    recorder.record(("iris", 2), "ok", 2 * MS, MS)
+    recorder.record(("other", 1), "ok", 2 * MS, MS)
+
+    now, by_key = recorder.recent("hour", "iris")
+    assert now == clock.now
+    assert sorted(by_key) == [("iris", 1), ("iris", 2)]
+    assert [(c.requests, c.errors) for _, c in by_key[KEY]] == [(1, 0), (1, 1)]
+    _, everything = recorder.recent("day")
+    assert sorted(everything) == [("iris", 1), ("iris", 2), ("other", 1)]

@@ -1,4 +1,5 @@
-"""API keys on every request (but the health checks), once any key exists; and the keys API."""
+"""API keys on every request (but the health checks and the dashboard's files), once any key
+exists; and the keys API."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
@@ -19,6 +19,7 @@ from model_manager.runtimes import format_table
 from model_manager.serving import ModelCache, VersionLifecycle
 from model_manager.store import iter_file
 from model_manager.telemetry import UsageRecorder, usage_report
+from model_manager.telemetry.recent import Series, fleet_report, recent_report
 
 
 class AliasBody(BaseModel):
@@ -125,6 +126,21 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
         model = await anyio.to_thread.run_sync(registry.get_model, name)
         by_version = await anyio.to_thread.run_sync(usage.usage, name, days)
         return usage_report(name, [v.number for v in model.versions], by_version)
+
+    @api.get("/models/{name}/usage/recent")
+    async def model_recent_usage(name: str, span: Literal["hour", "day"] = "hour") -> dict[str, Any]:
+        """This server's last hour by minute, or last day by hour (the dashboard's charts)."""
+        model = await anyio.to_thread.run_sync(registry.get_model, name)
+        now, recent = usage.recent(span, name)
+        by_version: dict[int, Series] = {v.number: [] for v in model.versions}
+        by_version.update({key[1]: series for key, series in recent.items()})
+        return recent_report(name, span, now, by_version)
+
+    @api.get("/usage/recent")
+    async def fleet_usage() -> dict[str, Any]:
+        """This server's requests over the last hour and day, per model used in the last day."""
+        now, day = usage.recent("day")
+        return fleet_report(now, usage.recent("hour")[1], day)
 
     @api.get("/models/{name}/health")
     async def model_health(name: str) -> dict[str, Any]:

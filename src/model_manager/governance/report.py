@@ -58,6 +58,7 @@ def _model(fleet: Fleet, name: str, findings: dict[Any, list[Finding]]) -> dict[
             "loaded_bytes": f.state.size, "requests": f.requests, "errors": f.errors,
             "p99_ms": None if f.p99 is None else round(f.p99 * 1000, 3),
             "last_used": _iso(f.last_used), "protected_by": f.protected_by,
+            "health": {"status": f.health.get("status"), "reasons": list(f.health.get("reasons", []))},
             "findings": [x.to_json() for x in findings[name, f.version.number]],
         } for f in facts],
     }

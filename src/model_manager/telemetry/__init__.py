@@ -1,7 +1,9 @@
-"""What happened: usage counters and latency histograms, Prometheus metrics, lifecycle events."""
+"""What happened: usage counters and latency histograms, Prometheus metrics, lifecycle events,
+the cache's history."""
 
 from __future__ import annotations
 
+from model_manager.telemetry.cache_history import CacheHistory
 from model_manager.telemetry.comparison import Comparison, PairStats, compare
 from model_manager.telemetry.counts import ERROR_KINDS, OUTCOMES, UsageCounts
 from model_manager.telemetry.events import EventLog
@@ -15,6 +17,7 @@ __all__ = [
     "CONTENT_TYPE",
     "ERROR_KINDS",
     "OUTCOMES",
+    "CacheHistory",
     "Comparison",
     "EventLog",
     "Metrics",

@@ -2,7 +2,8 @@
 
 The hot path only adds to in-memory counters (and Prometheus); a background task calls ``flush``
 every few seconds and at shutdown, so a crash loses at most one flush interval. A sliding window
-of recent requests per version feeds health (error rate, p99) and error-burst events.
+of recent requests per version feeds health (error rate, p99) and error-burst events; minute and
+hour buckets of the last day (``RecentUsage``) feed the dashboard.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from model_manager import errors
 from model_manager.telemetry.counts import ERROR_KINDS, UsageCounts
 from model_manager.telemetry.events import EventLog
 from model_manager.telemetry.metrics import Metrics
+from model_manager.telemetry.recent import RecentUsage, Series
 from model_manager.telemetry.usage_store import UsageKey, UsageStore
 from model_manager.types import VersionKey
 
@@ -84,6 +86,7 @@ class UsageRecorder:
         self._windows: dict[VersionKey, collections.deque[tuple[float, float, str]]] = {}
         self._bursts: dict[VersionKey, float] = {}
         self._last_errors: dict[VersionKey, dict[str, str]] = {}
+        self._recent = RecentUsage()
 
     def last_error(self, key: VersionKey, outcome: str | None = None) -> str | None:
         """The message of the version's latest server-side error (of one kind, if given)."""
@@ -113,6 +116,7 @@ class UsageRecorder:
             counts.add(outcome, seconds, inference, at)
             window = self._windows.setdefault(key, collections.deque(maxlen=_WINDOW_CAP))
             window.append((at, seconds, outcome))
+            self._recent.add(key, outcome, seconds, inference, at)
             if outcome not in ("ok", "bad_input"):
                 self._last_errors.setdefault(key, {})[outcome] = detail or outcome
                 self._last_errors[key]["*"] = detail or outcome
@@ -133,6 +137,14 @@ class UsageRecorder:
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None
         return WindowStats(len(recent), sum(r[2] not in ("ok", "bad_input") for r in recent),
                            sum(r[2] == "invalid_output" for r in recent), p99)
+
+    def recent(self, span: str, model: str | None = None) -> tuple[float, dict[VersionKey, Series]]:
+        """Now, and this process's buckets of the last ``span`` (``hour`` by minute, ``day`` by
+        hour) for each version (of ``model``) used in the last day."""
+        now = self._clock()
+        with self._lock:
+            keys = [k for k in self._recent.versions(now) if model in (None, k[0])]
+            return now, {key: self._recent.series(key, span, now) for key in keys}
 
     def flush(self) -> None:
         """Write the counts gathered since the last flush (blocking: call from a thread)."""

@@ -1,0 +1,35 @@
+"""``GET /api/cache``: the model cache now (budget, loaded versions) and its latest loads and
+evictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter
+
+from model_manager.serving import LoadedModel, ModelCache
+from model_manager.telemetry import CacheHistory
+
+
+def memory_routes(cache: ModelCache, history: CacheHistory, clock: Callable[[], float]) -> APIRouter:
+    api = APIRouter(prefix="/api")
+
+    @api.get("/cache")
+    async def cache_state() -> dict[str, Any]:
+        loaded = sorted(cache.loaded(), key=lambda e: (-e.size, e.key))
+        return {"until": _iso(clock()), "budget_bytes": cache.budget, "used_bytes": cache.used,
+                "loaded": [_entry(e) for e in loaded], "events": history.events()}
+
+    return api
+
+
+def _entry(entry: LoadedModel) -> dict[str, Any]:
+    return {"model": entry.key[0], "version": entry.key[1], "bytes": entry.size,
+            "pinned": entry.pinned, "in_flight": entry.in_flight,
+            "loaded_at": _iso(entry.loaded_at), "last_used": _iso(entry.last_used)}
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
