@@ -118,8 +118,11 @@ def serve(**flags: Any) -> None:
     # uvicorn stops on SIGTERM (no new connections, requests in flight finish, the lifespan
     # flushes usage), then raises the signal again; this handler makes that a clean exit 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    # Idle connections stay open 75 s, longer than a load balancer's (an ALB's is 60 s) or a
+    # client pool's idle timeout: the side that closes first must be the client, or a request
+    # sent on a connection the server is closing fails (a 502 behind an ALB).
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, access_log=False,
+                log_level=settings.log_level, access_log=False, timeout_keep_alive=75,
                 timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
 
 
