@@ -4,7 +4,7 @@ Everything time-based that is stored or judged (upload and audit times, usage da
 purge ages) reads this clock. With ``--clock-file`` it adds the number of seconds written in that
 file, re-read whenever the file changes, so a time-based policy can be tried out or tested
 ("what does the report say 30 days from now?") on a running server. Without it, it is
-``time.time``.
+``time.time``. ``iso`` writes such a time for JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import logging
 import math
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import overload
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +52,17 @@ class Clock:
             self._offset = offset
         except (OSError, ValueError) as exc:
             log.warning("clock file %s: %s; keeping an offset of %gs", path, exc, self._offset)
+
+
+@overload
+def iso(at: float, timespec: str = "seconds") -> str: ...
+
+
+@overload
+def iso(at: None, timespec: str = "seconds") -> None: ...
+
+
+def iso(at: float | None, timespec: str = "seconds") -> str | None:
+    """``at`` (seconds since the epoch) as an ISO 8601 time in UTC, to ``timespec`` as
+    ``datetime.isoformat`` takes it; no time (None) stays None."""
+    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec=timespec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_manager.telemetry.recent import RecentUsage, fleet_report, recent_report
+from model_manager.telemetry.recent import RecentUsage, fleet_report, recent_report, total
 
 KEY = ("iris", 1)
 HOUR = 3600.0
@@ -33,7 +33,7 @@ def test_each_minute_is_a_bucket_of_the_hour_and_each_hour_one_of_the_day() -> N
     assert [(start - START, c.requests) for start, c in hours] == [(0, 10)]
 
 
-def test_buckets_past_the_span_are_left_out_then_dropped() -> None:
+def test_buckets_past_the_span_are_left_out() -> None:
     recent = RecentUsage()
     requests(recent, START + 10, 1)
     requests(recent, START + HOUR + 10, 1)
@@ -41,8 +41,33 @@ def test_buckets_past_the_span_are_left_out_then_dropped() -> None:
     assert [start - START for start, _ in an_hour_later] == [HOUR]
     assert [start - START for start, _ in recent.series(KEY, "day", now=START + HOUR + 20)] == [0, HOUR]
     assert recent.versions(now=START + HOUR + 20) == [KEY]
-    assert recent.versions(now=START + 26 * HOUR) == []  # nothing in the last day: forgotten
+    assert recent.versions(now=START + 26 * HOUR) == []  # nothing in the last day
     assert recent.series(KEY, "day", now=START + 26 * HOUR) == []
+
+
+def test_the_day_is_the_last_24_hours_from_the_start_of_the_hour() -> None:
+    recent = RecentUsage()
+    requests(recent, START - 24 * HOUR - 10, 1)  # in the 25th hour back: left out
+    requests(recent, START - 24 * HOUR + 10, 2)  # the start of the hour 24 hours ago
+    requests(recent, START + 50 * 60, 3)
+    now = START + 55 * 60
+    assert [(start - START, c.requests) for start, c in recent.series(KEY, "day", now)] == [
+        (-24 * HOUR, 2), (0, 3)]
+    assert (recent.totals(now)[KEY].day.requests, recent.totals(now)[KEY].hour.requests) == (5, 3)
+
+
+def test_reading_forgets_nothing_and_forget_idle_drops_what_the_day_left() -> None:
+    recent = RecentUsage()
+    requests(recent, START, 1)
+    requests(recent, START + 20 * HOUR, 1, key=("iris", 2))
+    a_day_later = START + 26 * HOUR
+    assert recent.versions(a_day_later) == [("iris", 2)]
+    assert recent.totals(a_day_later).keys() == {("iris", 2)}
+    assert len(recent.series(KEY, "hour", now=START)) == 1  # only left out: still held
+
+    recent.forget_idle(a_day_later)
+    assert recent.series(KEY, "hour", now=START) == []  # gone, whatever the clock reads
+    assert recent.versions(a_day_later) == [("iris", 2)]
 
 
 def test_series_are_copies() -> None:
@@ -75,15 +100,27 @@ def test_fleet_report_totals_each_model_over_its_versions() -> None:
     requests(recent, START + 20, 1, key=("iris", 2), outcome="bad_input", seconds=900 * MS)
     requests(recent, START + 30, 1, key=("other", 1))
     now = START + 40
-    keys = recent.versions(now)
-    report = fleet_report(now, {k: recent.series(k, "hour", now) for k in keys},
-                          {k: recent.series(k, "day", now) for k in keys})
+    report = fleet_report(now, recent.totals(now))
+    assert report["until"] == "2027-01-15T08:00:40+00:00"
     iris, other = report["models"]
     assert (iris["model"], other["model"]) == ("iris", "other")
     assert (iris["hour"]["requests"], iris["hour"]["errors"], iris["day"]["requests"]) == (3, 1, 8)
     assert iris["hour"]["p99_ms"] == pytest.approx(900, rel=0.25)  # over both versions' requests
     assert [(v["version"], v["hour"]["requests"], v["day"]["requests"]) for v in iris["versions"]] == [
         (1, 2, 7), (2, 1, 1)]
+    assert (other["hour"]["requests"], other["day"]["requests"]) == (1, 1)
+
+
+def test_totals_match_the_series_they_sum() -> None:
+    recent = RecentUsage()
+    for minute in range(0, 24 * 60, 7):
+        requests(recent, START - 23 * HOUR + minute * 60, 1 + minute % 3)
+    now = START + 30
+    totals = recent.totals(now)[KEY]
+    for span, counts in (("hour", totals.hour), ("day", totals.day)):
+        series = recent.series(KEY, span, now)
+        assert counts.requests == sum(c.requests for _, c in series) > 0
+        assert counts.latency == total(series).latency
 
 
 def test_an_hour_adds_its_rolled_up_minutes_to_those_still_in_the_last_hour() -> None:

@@ -358,3 +358,41 @@ def test_recent_buckets_each_minute_of_each_version(recorder: UsageRecorder, clo
     assert [(c.requests, c.errors) for _, c in by_key[KEY]] == [(1, 0), (1, 1)]
     _, everything = recorder.recent("day")
     assert sorted(everything) == [("iris", 1), ("iris", 2), ("other", 1)]
+
+
+def test_recent_totals_take_the_hour_and_the_day_at_one_time(recorder: UsageRecorder,
+                                                             clock: Clock) -> None:
+    start = clock.now
+    recorder.record(KEY, "ok", 2 * MS, MS)
+    clock.now = start + 2 * 3600
+    recorder.record(KEY, "timeout", 2 * MS, None, "slow")
+    recorder.record(("other", 1), "ok", 2 * MS, MS)
+
+    now, totals = recorder.recent_totals()
+    assert now == clock.now
+    assert sorted(totals) == [KEY, ("other", 1)]
+    assert (totals[KEY].hour.requests, totals[KEY].hour.errors, totals[KEY].day.requests) == (1, 1, 2)
+    assert (totals[("other", 1)].hour.requests, totals[("other", 1)].day.requests) == (1, 1)
+
+
+def test_flush_forgets_the_recent_buckets_of_a_version_idle_for_a_day(
+        recorder: UsageRecorder, clock: Clock) -> None:
+    start = clock.now
+    recorder.record(KEY, "ok", 2 * MS, MS)
+    clock.now = start + 25 * 3600 + 60  # no dashboard reads in between
+    recorder.flush()
+
+    clock.now = start  # back to when it was used: had its buckets been kept, they would show
+    assert recorder.recent("hour") == (start, {})
+    assert recorder.recent_totals() == (start, {})
+
+
+def test_without_a_flush_reading_forgets_nothing(recorder: UsageRecorder, clock: Clock) -> None:
+    start = clock.now
+    recorder.record(KEY, "ok", 2 * MS, MS)
+    clock.now = start + 25 * 3600 + 60
+    assert recorder.recent("day") == (clock.now, {})  # idle: left out
+
+    clock.now = start
+    _, by_key = recorder.recent("hour")
+    assert [c.requests for _, c in by_key[KEY]] == [1]

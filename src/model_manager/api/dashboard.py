@@ -19,7 +19,7 @@ from model_manager.errors import NotFound
 ASSETS = Path(__file__).parent.parent / "dashboard"
 
 _MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
-_ASSET_NAME = re.compile(r"^[a-z][a-z0-9-]*\.(js|css|svg)$")
+_ASSET_NAME = re.compile(r"[a-z][a-z0-9-]*\.(js|css|svg)")
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
                                "base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
@@ -38,7 +38,7 @@ def dashboard_routes() -> APIRouter:
     @api.api_route("/dashboard/{name}", methods=["GET", "HEAD"])
     async def asset(name: str) -> FileResponse:
         path = ASSETS / name
-        if not _ASSET_NAME.match(name) or not await anyio.to_thread.run_sync(path.is_file):
+        if not _ASSET_NAME.fullmatch(name) or not await anyio.to_thread.run_sync(path.is_file):
             raise NotFound(f"the dashboard has no file {name!r}")
         return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix], headers=_HEADERS)
 

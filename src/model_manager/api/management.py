@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -12,6 +11,7 @@ from starlette.datastructures import UploadFile
 
 from model_manager.api.bodies import json_object
 from model_manager.catalog import Catalog, parse_metadata
+from model_manager.clock import iso
 from model_manager.errors import InvalidInput
 from model_manager.health import HealthMonitor
 from model_manager.registry import VersionRecord, check_model_name
@@ -37,7 +37,7 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
         state = cache.state_of(version.model, version.number)
         return {**version.to_json(), "state": state.state.value, "reason": state.reason,
                 "loaded_bytes": state.size, "in_flight": state.in_flight,
-                "last_used": _iso(state.last_used)}
+                "last_used": iso(state.last_used, "auto")}
 
     @api.get("/models")
     async def list_models() -> list[dict[str, Any]]:
@@ -129,18 +129,20 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
 
     @api.get("/models/{name}/usage/recent")
     async def model_recent_usage(name: str, span: Literal["hour", "day"] = "hour") -> dict[str, Any]:
-        """This server's last hour by minute, or last day by hour (the dashboard's charts)."""
+        """This server's requests per version over the last hour by minute, or over the last 24
+        hours, from the start of the hour, by hour (the dashboard's charts)."""
         model = await anyio.to_thread.run_sync(registry.get_model, name)
-        now, recent = usage.recent(span, name)
+        now, recent = await anyio.to_thread.run_sync(usage.recent, span, name)
         by_version: dict[int, Series] = {v.number: [] for v in model.versions}
         by_version.update({key[1]: series for key, series in recent.items()})
         return recent_report(name, span, now, by_version)
 
     @api.get("/usage/recent")
     async def fleet_usage() -> dict[str, Any]:
-        """This server's requests over the last hour and day, per model used in the last day."""
-        now, day = usage.recent("day")
-        return fleet_report(now, usage.recent("hour")[1], day)
+        """This server's requests over the last hour and over the last 24 hours, from the start
+        of the hour, per model and version used in that day."""
+        now, totals = await anyio.to_thread.run_sync(usage.recent_totals)
+        return fleet_report(now, totals)
 
     @api.get("/models/{name}/health")
     async def model_health(name: str) -> dict[str, Any]:
@@ -158,10 +160,6 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
 
 
 _STATUS_ORDER = ["unhealthy", "degraded", "healthy", "idle", "unknown"]
-
-
-def _iso(timestamp: float | None) -> str | None:
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 def _flag(value: str | None, field: str) -> bool:

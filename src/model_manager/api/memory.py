@@ -1,14 +1,14 @@
-"""``GET /api/cache``: the model cache now (budget, loaded versions) and its latest loads and
-evictions."""
+"""``GET /api/cache``: the model cache now (budget, loaded versions), its latest loads and
+evictions, and how many of each there were in each minute of the last hour."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
 
+from model_manager.clock import iso
 from model_manager.serving import LoadedModel, ModelCache
 from model_manager.telemetry import CacheHistory
 
@@ -19,8 +19,10 @@ def memory_routes(cache: ModelCache, history: CacheHistory, clock: Callable[[], 
     @api.get("/cache")
     async def cache_state() -> dict[str, Any]:
         loaded = sorted(cache.loaded(), key=lambda e: (-e.size, e.key))
-        return {"until": _iso(clock()), "budget_bytes": cache.budget, "used_bytes": cache.used,
-                "loaded": [_entry(e) for e in loaded], "events": history.events()}
+        now = clock()
+        return {"until": iso(now, "milliseconds"), "budget_bytes": cache.budget,
+                "used_bytes": cache.used, "loaded": [_entry(e) for e in loaded],
+                "events": history.events(), "per_minute": history.per_minute(now)}
 
     return api
 
@@ -28,8 +30,5 @@ def memory_routes(cache: ModelCache, history: CacheHistory, clock: Callable[[], 
 def _entry(entry: LoadedModel) -> dict[str, Any]:
     return {"model": entry.key[0], "version": entry.key[1], "bytes": entry.size,
             "pinned": entry.pinned, "in_flight": entry.in_flight,
-            "loaded_at": _iso(entry.loaded_at), "last_used": _iso(entry.last_used)}
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+            "loaded_at": iso(entry.loaded_at, "milliseconds"),
+            "last_used": iso(entry.last_used, "milliseconds")}

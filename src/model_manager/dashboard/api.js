@@ -1,19 +1,16 @@
 // Calls to the server's JSON management API, the one the command line uses.
 //
 // Once the server has API keys, a call answered 401 (no or wrong key) or 403 (the key's role may
-// not do this) asks for a key and is retried with it. The key is kept in this tab's
-// sessionStorage only and sent as "Authorization: Bearer <key>".
+// not do this) asks for a key and is retried with it; if the user cancels, the call fails with
+// KeyDeclined. The key is kept in this tab's sessionStorage only and sent as
+// "Authorization: Bearer <key>".
 
 import { notify } from "./dom.js";
 
 const STORAGE = "model-manager.api-key";
 
-export class ApiError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
+// The user cancelled the key form that a call was waiting on.
+export class KeyDeclined extends Error {}
 
 let asking = null; // the pending key request, shared by every call that waits for a key
 
@@ -25,7 +22,7 @@ export async function api(method, path, body) {
       continue;
     }
     if (!response.ok) {
-      throw new ApiError(response.status, await errorOf(response));
+      throw new Error(await errorOf(response));
     }
     return response.status === 204 ? null : response.json();
   }
@@ -106,7 +103,7 @@ function showKeyForm(reason, resolve, reject) {
   };
   const cancelled = () => {
     done();
-    reject(new ApiError(401, `no API key given (${reason})`));
+    reject(new KeyDeclined(`no API key given (${reason})`));
   };
   form.addEventListener("submit", submitted);
   cancel.addEventListener("click", cancelled);

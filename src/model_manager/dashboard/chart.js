@@ -24,9 +24,10 @@ export const PALETTE = [
 const WIDTH = 640;
 const HEIGHT = 230;
 const PAD = { top: 12, right: 16, bottom: 28, left: 60 };
-const MINUTE = 60e3;
-const HOUR = 60 * MINUTE;
-const DAY = 24 * HOUR;
+// Durations in milliseconds, as chart times are.
+export const MINUTE = 60e3;
+export const HOUR = 60 * MINUTE;
+export const DAY = 24 * HOUR;
 const TICK_STEPS = [
   MINUTE,
   5 * MINUTE,

@@ -59,6 +59,11 @@ export function notify(text, kind = "info") {
   }
 }
 
+// A link to a model's page; its text is the model's name unless given.
+export function modelLink(name, text = name) {
+  return el("a", { href: `#/model/${encodeURIComponent(name)}` }, text);
+}
+
 // ---- formatting ----------------------------------------------------------------------------
 
 const DASH = "—";
@@ -130,6 +135,11 @@ export function worst(statuses) {
     }
   }
   return found;
+}
+
+// A version's health reasons, each marked with the version ("v2: ...").
+export function versionReasons(version, reasons) {
+  return reasons.map((reason) => `v${version}: ${reason}`);
 }
 
 // A health badge; its reasons show on hover (and to screen readers).

@@ -4,7 +4,7 @@
 // Reads GET /api/report; the dry run is POST /api/cleanup with {"dry_run": true}.
 
 import { act, api } from "./api.js";
-import { bytes, count, el, fill, notify, table, when } from "./dom.js";
+import { bytes, count, el, fill, modelLink, notify, table, when } from "./dom.js";
 
 export function mount(root) {
   const state = { plan: null, plannedAt: null };
@@ -83,7 +83,7 @@ function drawFindings(box, report) {
           {
             dataset: { model: model.name, version: v.version, code: f.code },
           },
-          el("td", {}, el("a", { href: `#/model/${encodeURIComponent(model.name)}` }, model.name)),
+          el("td", {}, modelLink(model.name)),
           el("td", {}, `v${v.version}`),
           el("td", {}, el("span", { class: `chip finding-${f.code}` }, f.code)),
           el("td", {}, evidence(f.evidence)),

@@ -6,7 +6,20 @@
 // GET /api/usage/recent (this server's last hour and day).
 
 import { api } from "./api.js";
-import { HEALTH_ORDER, badge, bytes, count, el, fill, meter, ms, redraw, worst } from "./dom.js";
+import {
+  HEALTH_ORDER,
+  badge,
+  bytes,
+  count,
+  el,
+  fill,
+  meter,
+  modelLink,
+  ms,
+  redraw,
+  versionReasons,
+  worst,
+} from "./dom.js";
 
 const FILTERS = {
   all: ["All models", () => true],
@@ -16,7 +29,7 @@ const FILTERS = {
 };
 
 const COLUMNS = [
-  { key: "name", label: "Model", value: (r) => r.name, cell: modelLink },
+  { key: "name", label: "Model", value: (r) => r.name, cell: (r) => modelLink(r.name) },
   {
     key: "production",
     label: "Production",
@@ -137,7 +150,7 @@ function rowsOf(report, recent) {
       health,
       reasons: live
         .filter((v) => v.health.status === health)
-        .flatMap((v) => v.health.reasons.map((reason) => `v${v.version}: ${reason}`)),
+        .flatMap((v) => versionReasons(v.version, v.health.reasons)),
       hour: usage.get(model.name)?.hour,
       day: usage.get(model.name)?.day,
       versions: live.length,
@@ -249,10 +262,6 @@ function drawTable(table, state) {
 
 function compare(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
-}
-
-function modelLink(row) {
-  return el("a", { href: `#/model/${encodeURIComponent(row.name)}` }, row.name);
 }
 
 function version(number) {

@@ -1,13 +1,13 @@
 // Memory: the model cache as a picture. The budget with each loaded version's share, the loaded
 // versions by size (pinned, last used, serving now), and loads and evictions over the last hour.
+// Each part is drawn again only when what it shows changed, so a tooltip being read stays.
 //
-// Reads GET /api/cache.
+// Reads GET /api/cache: its per-minute counts for the chart, its latest events for the list.
 
 import { api } from "./api.js";
-import { PALETTE, barChart } from "./chart.js";
-import { ago, bytes, count, el, fill, percent, svg, table, when } from "./dom.js";
+import { MINUTE, PALETTE, barChart } from "./chart.js";
+import { ago, bytes, count, el, fill, modelLink, percent, redraw, svg, table, when } from "./dom.js";
 
-const MINUTE = 60e3;
 const KINDS = [
   ["load", "loads", PALETTE[0]],
   ["evict", "evictions", PALETTE[4]],
@@ -23,9 +23,12 @@ export function mount(root) {
 
   async function refresh() {
     const cache = await api("GET", "/api/cache");
-    drawBudget(budget, cache);
-    drawLoaded(loaded, cache);
-    drawHistory(history, cache);
+    const shares = cache.loaded.map((e) => [e.model, e.version, e.bytes, e.pinned]);
+    redraw(budget, [cache.budget_bytes, cache.used_bytes, shares], () => drawBudget(budget, cache));
+    const rows = cache.loaded.map((entry) => ({ ...entry, ago: ago(entry.last_used, cache.until) }));
+    redraw(loaded, rows, () => drawLoaded(loaded, rows));
+    const hour = lastHour(cache);
+    redraw(history, hour, () => drawHistory(history, hour));
   }
   return { refresh };
 }
@@ -94,10 +97,11 @@ function drawBudget(box, cache) {
   );
 }
 
-function drawLoaded(box, cache) {
-  const largest = Math.max(1, ...cache.loaded.map((e) => e.bytes));
+// rows: the loaded versions, each with how long ago it was last used.
+function drawLoaded(box, rows) {
+  const largest = Math.max(1, ...rows.map((e) => e.bytes));
   const heading = el("h2", {}, "Loaded versions by size");
-  if (!cache.loaded.length) {
+  if (!rows.length) {
     fill(
       box,
       heading,
@@ -111,11 +115,11 @@ function drawLoaded(box, cache) {
     table(
       "loaded",
       ["Version", "Size", "", "Pinned", "Last used", "Loaded", "Serving now"],
-      cache.loaded.map((entry, i) =>
+      rows.map((entry, i) =>
         el(
           "tr",
           { dataset: { model: entry.model, version: entry.version } },
-          el("td", {}, el("a", { href: `#/model/${encodeURIComponent(entry.model)}` }, label(entry))),
+          el("td", {}, modelLink(entry.model, label(entry))),
           el("td", { class: "numeric" }, bytes(entry.bytes)),
           el(
             "td",
@@ -133,7 +137,7 @@ function drawLoaded(box, cache) {
             ),
           ),
           el("td", {}, entry.pinned ? el("span", { class: "chip" }, "pinned") : "—"),
-          el("td", { title: when(entry.last_used) }, ago(entry.last_used, cache.until)),
+          el("td", { title: when(entry.last_used) }, entry.ago),
           el("td", {}, when(entry.loaded_at)),
           el("td", { class: "numeric" }, count(entry.in_flight)),
         ),
@@ -142,18 +146,19 @@ function drawLoaded(box, cache) {
   );
 }
 
-function drawHistory(box, cache) {
-  const x1 = Date.parse(cache.until);
-  const x0 = Math.floor(x1 / MINUTE) * MINUTE - 59 * MINUTE;
-  const series = KINDS.map(([kind, name, color]) => {
-    const perMinute = new Map();
-    for (const event of cache.events.filter((e) => e.event === kind)) {
-      const t = Math.floor(Date.parse(event.at) / MINUTE) * MINUTE;
-      perMinute.set(t, (perMinute.get(t) || 0) + 1);
-    }
-    return { label: name, color, points: [...perMinute.entries()] };
-  });
-  const latest = cache.events.slice(-20).reverse();
+// The chart's hour (the current minute and the 59 before it) with the server's count of each kind
+// in each minute, and the latest events for the list.
+function lastHour(cache) {
+  const x0 = Math.floor(Date.parse(cache.until) / MINUTE) * MINUTE - 59 * MINUTE;
+  const series = KINDS.map(([kind, name, color]) => ({
+    label: name,
+    color,
+    points: cache.per_minute.filter((m) => m[kind] > 0).map((m) => [Date.parse(m.start), m[kind]]),
+  }));
+  return { x0, series, latest: cache.events.slice(-20).reverse() };
+}
+
+function drawHistory(box, { x0, series, latest }) {
   fill(
     box,
     el("h2", {}, "Loads and evictions"),
@@ -164,7 +169,7 @@ function drawHistory(box, cache) {
         id: "cache-events",
         title: "Per minute, last hour",
         x0,
-        x1,
+        x1: x0 + 60 * MINUTE,
         step: MINUTE,
         format: count,
         integer: true,

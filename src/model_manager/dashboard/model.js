@@ -5,7 +5,7 @@
 import { act, api } from "./api.js";
 import { drawAudit } from "./audit.js";
 import { PALETTE } from "./chart.js";
-import { badge, bytes, el, fill, notify, percent, redraw, table, when } from "./dom.js";
+import { badge, bytes, el, fill, notify, percent, redraw, table, versionReasons, when } from "./dom.js";
 import { charts, drawAccuracy, drawShadow } from "./usage.js";
 
 const SPANS = { hour: "Last hour", day: "Last day", days: "Last 30 days" };
@@ -62,9 +62,11 @@ export function mount(root, name) {
     parts.audit,
   );
 
+  // A span button starts a refresh of its own while the page's may be waiting: each draws the
+  // span it asked for, and one whose span is no longer chosen draws nothing.
   async function refresh() {
-    const usagePath =
-      state.span === "days" ? `${path}/usage?days=30` : `${path}/usage/recent?span=${state.span}`;
+    const span = state.span;
+    const usagePath = span === "days" ? `${path}/usage?days=30` : `${path}/usage/recent?span=${span}`;
     const [model, health, usage, shadow, outcomes, events, traffic] = await Promise.all([
       api("GET", path),
       api("GET", `${path}/health`),
@@ -74,6 +76,9 @@ export function mount(root, name) {
       api("GET", `${path}/events`),
       api("GET", `${path}/traffic`),
     ]);
+    if (span !== state.span) {
+      return;
+    }
     const healthOf = new Map(health.versions.map((h) => [h.version, h]));
     const colors = new Map(model.versions.map((v, i) => [v.version, PALETTE[i % PALETTE.length]]));
     redraw(parts.summary, [model.aliases, health, traffic], () =>
@@ -83,7 +88,7 @@ export function mount(root, name) {
     redraw(parts.versions, [model, health], () =>
       drawVersions(parts.versions, model, healthOf, state, refresh),
     );
-    fill(parts.charts, charts(usage, state.span, colors));
+    fill(parts.charts, charts(usage, span, colors));
     redraw(parts.shadow, shadow, () => drawShadow(parts.shadow, shadow));
     redraw(parts.accuracy, outcomes, () => drawAccuracy(parts.accuracy, outcomes));
     redraw(parts.audit, events, () => drawAudit(parts.audit, events));
@@ -113,7 +118,7 @@ function drawSummary(box, model, health, policy) {
       "Health ",
       badge(
         health.status,
-        health.versions.flatMap((v) => v.reasons.map((r) => `v${v.version}: ${r}`)),
+        health.versions.flatMap((v) => versionReasons(v.version, v.reasons)),
       ),
     ),
     el("div", {}, "Aliases ", aliases.length ? aliases : el("span", { class: "chip quiet" }, "none")),
@@ -144,12 +149,6 @@ function drawActions(box, model, state, refresh) {
     { name: "promote-version", "aria-label": "Version to promote" },
     options(),
   );
-  const done = (message) => (result) => {
-    if (result) {
-      notify(message(result), "success");
-      refresh().catch((error) => notify(error.message, "error"));
-    }
-  };
   const base = state.path;
   fill(
     box,
@@ -173,7 +172,7 @@ function drawActions(box, model, state, refresh) {
               "PUT",
               `${base}/aliases/${encodeURIComponent(alias)}`,
               { version: Number(aliasVersion.value) },
-            ).then(done((r) => `${state.name}@${r.alias} now points at v${r.version}`));
+            ).then(done(refresh, (r) => `${state.name}@${r.alias} now points at v${r.version}`));
           },
         },
         "Set alias",
@@ -196,7 +195,7 @@ function drawActions(box, model, state, refresh) {
               "POST",
               `${base}/promote`,
               { version: Number(promoteVersion.value) },
-            ).then(done((r) => `${state.name} production is now v${r.version}`)),
+            ).then(done(refresh, (r) => `${state.name} production is now v${r.version}`)),
         },
         "Promote",
       ),
@@ -214,12 +213,23 @@ function drawActions(box, model, state, refresh) {
               `Roll ${state.name} back: point production at the version it pointed at before?`,
               "POST",
               `${base}/rollback`,
-            ).then(done((r) => `${state.name} production rolled back to v${r.version}`)),
+            ).then(done(refresh, (r) => `${state.name} production rolled back to v${r.version}`)),
         },
         "Roll back",
       ),
     ),
   );
+}
+
+// What follows a confirmed action: say what it did (message of the server's answer) and read the
+// page again. A cancelled or failed action (null) needs neither.
+function done(refresh, message) {
+  return (result) => {
+    if (result) {
+      notify(message(result), "success");
+      refresh().catch((error) => notify(error.message, "error"));
+    }
+  };
 }
 
 // ---- versions --------------------------------------------------------------------------------
@@ -314,12 +324,7 @@ function pinButton(version, state, refresh) {
       class: "quiet",
       onclick: () =>
         act(question, pinned ? "DELETE" : "PUT", `${state.path}/versions/${version.version}/pin`).then(
-          (result) => {
-            if (result) {
-              notify(`v${version.version} of ${state.name} ${pinned ? "unpinned" : "pinned"}`, "success");
-              refresh().catch((error) => notify(error.message, "error"));
-            }
-          },
+          done(refresh, () => `v${version.version} of ${state.name} ${pinned ? "unpinned" : "pinned"}`),
         ),
     },
     pinned ? "pinned · unpin" : "pin",

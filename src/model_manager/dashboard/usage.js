@@ -2,10 +2,8 @@
 // by minute or the last day by hour from this server's live counts, or the last 30 days from the
 // registry's daily buckets); the shadow comparisons; and live accuracy from posted outcomes.
 
-import { PALETTE, lineChart } from "./chart.js";
+import { DAY, PALETTE, lineChart } from "./chart.js";
 import { count, el, fill, ms, number, percent, svg, table } from "./dom.js";
-
-const DAY = 24 * 60 * 60e3;
 
 export function charts(usage, span, colors) {
   const frame = span === "days" ? dailyFrame(usage) : recentFrame(usage);

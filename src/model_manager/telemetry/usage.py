@@ -3,7 +3,8 @@
 The hot path only adds to in-memory counters (and Prometheus); a background task calls ``flush``
 every few seconds and at shutdown, so a crash loses at most one flush interval. A sliding window
 of recent requests per version feeds health (error rate, p99) and error-burst events; minute and
-hour buckets of the last day (``RecentUsage``) feed the dashboard.
+hour buckets of the last day (``RecentUsage``) feed the dashboard; each flush also forgets the
+buckets of versions idle for a day, so they do not pile up while nobody reads them.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from model_manager import errors
+from model_manager.clock import iso
 from model_manager.telemetry.counts import ERROR_KINDS, UsageCounts
 from model_manager.telemetry.events import EventLog
 from model_manager.telemetry.metrics import Metrics
-from model_manager.telemetry.recent import RecentUsage, Series
+from model_manager.telemetry.recent import RecentUsage, Series, Totals
 from model_manager.telemetry.usage_store import UsageKey, UsageStore
 from model_manager.types import VersionKey
 
@@ -143,13 +145,22 @@ class UsageRecorder:
         hour) for each version (of ``model``) used in the last day."""
         now = self._clock()
         with self._lock:
-            keys = [k for k in self._recent.versions(now) if model in (None, k[0])]
+            keys = self._recent.versions(now, model)
             return now, {key: self._recent.series(key, span, now) for key in keys}
 
+    def recent_totals(self) -> tuple[float, dict[VersionKey, Totals]]:
+        """Now, and each version used in the last day with this process's totals over the last
+        hour and day, all taken at once."""
+        now = self._clock()
+        with self._lock:
+            return now, self._recent.totals(now)
+
     def flush(self) -> None:
-        """Write the counts gathered since the last flush (blocking: call from a thread)."""
+        """Write the counts gathered since the last flush, and forget the recent buckets of
+        versions idle for a day (blocking: call from a thread)."""
         with self._lock:
             pending, self._pending = self._pending, {}
+            self._recent.forget_idle(self._clock())
         if not pending:
             return
         try:
@@ -194,10 +205,7 @@ def usage_report(model: str, numbers: list[int],
             total.merge(counts)
         versions.append({
             "version": number, **total.summary(),
-            "first_used": _iso(total.first_used), "last_used": _iso(total.last_used),
+            "first_used": iso(total.first_used), "last_used": iso(total.last_used),
             "days": [{"day": day.isoformat(), **days[day].summary()} for day in sorted(days)]})
     return {"model": model, "error_kinds": list(ERROR_KINDS), "versions": versions}
 
-
-def _iso(at: float | None) -> str | None:
-    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
