@@ -18,33 +18,18 @@ export function charts(usage, span, colors) {
     }));
   const base = { x0: frame.x0, x1: frame.x1, step: frame.step, empty: "no requests in this span" };
   const per = span === "hour" ? "per minute" : span === "day" ? "per hour" : "per day";
+  const counts = (id, title, pick) =>
+    lineChart({
+      ...base,
+      id,
+      title: `${title} ${per}`,
+      format: count,
+      integer: true,
+      series: series((v) => `v${v.version}`, false, 0, pick),
+    });
   return [
-    lineChart({
-      ...base,
-      id: "requests",
-      title: `Requests ${per}`,
-      format: count,
-      integer: true,
-      series: series(
-        (v) => `v${v.version}`,
-        false,
-        0,
-        (b) => b.requests,
-      ),
-    }),
-    lineChart({
-      ...base,
-      id: "errors",
-      title: `Errors ${per}`,
-      format: count,
-      integer: true,
-      series: series(
-        (v) => `v${v.version}`,
-        false,
-        0,
-        (b) => b.errors,
-      ),
-    }),
+    counts("requests", "Requests", (b) => b.requests),
+    counts("errors", "Errors", (b) => b.errors),
     lineChart({
       ...base,
       id: "latency",
