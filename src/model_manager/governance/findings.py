@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
+from model_manager.clock import iso
 from model_manager.errors import InvalidInput
 from model_manager.health import Thresholds
 from model_manager.registry import VersionRecord
@@ -126,7 +126,7 @@ def findings_of(facts: VersionFacts, limits: Limits, thresholds: Thresholds,
     if facts.state.state is State.READY and facts.state.last_used is not None \
             and now - facts.state.last_used >= limits.idle_after:
         found.append(Finding("IDLE_IN_MEMORY", {
-            "loaded_bytes": facts.state.size, "last_used": _iso(facts.state.last_used),
+            "loaded_bytes": facts.state.size, "last_used": iso(facts.state.last_used),
             "idle_hours": round((now - facts.state.last_used) / 3600, 2),
             "idle_after_hours": round(limits.idle_after / 3600, 2)}))
     found += _performance_findings(facts, thresholds.for_version(version.metadata))
@@ -143,7 +143,7 @@ def _usage_findings(facts: VersionFacts, limits: Limits, now: float) -> list[Fin
     unused_for = now - facts.last_used if facts.last_used is not None else age
     if unused_for >= limits.stale_after and (facts.last_used is not None or age >= USAGE_DAYS * DAY):
         found.append(Finding("STALE", {
-            "last_used": _iso(facts.last_used), "unused_days": round(unused_for / DAY, 2),
+            "last_used": iso(facts.last_used), "unused_days": round(unused_for / DAY, 2),
             "stale_after_days": round(limits.stale_after / DAY, 2)}))
     if facts.production is not None and version.number < facts.production \
             and not version.aliases and not facts.routed_as and facts.requests == 0:
@@ -178,8 +178,8 @@ def _performance_findings(facts: VersionFacts, limits: Thresholds) -> list[Findi
 def _archived(version: VersionRecord, limits: Limits) -> Finding:
     archived_at = version.archived_at.timestamp() if version.archived_at else None
     return Finding("ARCHIVED", {
-        "archived_at": _iso(archived_at),
-        "purge_at": _iso(None if archived_at is None else archived_at + limits.purge_after)})
+        "archived_at": iso(archived_at),
+        "purge_at": iso(None if archived_at is None else archived_at + limits.purge_after)})
 
 
 def is_purgeable(version: VersionRecord, limits: Limits, now: float) -> bool:
@@ -188,7 +188,3 @@ def is_purgeable(version: VersionRecord, limits: Limits, now: float) -> bool:
     if not version.archived:
         return False
     return version.archived_at is None or now - version.archived_at.timestamp() >= limits.purge_after
-
-
-def _iso(at: float | None) -> str | None:
-    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")

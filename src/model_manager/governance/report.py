@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import collections
-from datetime import UTC, datetime
 from typing import Any
 
+from model_manager.clock import iso
 from model_manager.governance.facts import Fleet
 from model_manager.governance.findings import ARCHIVABLE, Finding, Limits, findings_of
 from model_manager.health import Thresholds
@@ -19,7 +19,7 @@ def build_report(fleet: Fleet, limits: Limits, thresholds: Thresholds,
     versions = [f for f in fleet.facts.values()]
     loaded = [f for f in versions if f.state.state is State.READY]
     return {
-        "generated_at": datetime.fromtimestamp(fleet.now, UTC).isoformat(timespec="seconds"),
+        "generated_at": iso(fleet.now),
         "limits": limits.to_json(),
         "totals": {
             "models": len(fleet.models),
@@ -57,7 +57,7 @@ def _model(fleet: Fleet, name: str, findings: dict[Any, list[Finding]]) -> dict[
             "size": f.version.size, "sha256": f.version.sha256, "state": f.state.state.value,
             "loaded_bytes": f.state.size, "requests": f.requests, "errors": f.errors,
             "p99_ms": None if f.p99 is None else round(f.p99 * 1000, 3),
-            "last_used": _iso(f.last_used), "protected_by": f.protected_by,
+            "last_used": iso(f.last_used), "protected_by": f.protected_by,
             "health": {"status": f.health.get("status"), "reasons": list(f.health.get("reasons", []))},
             "findings": [x.to_json() for x in findings[name, f.version.number]],
         } for f in facts],
@@ -81,7 +81,3 @@ def _reclaimable(fleet: Fleet, findings: dict[Any, list[Finding]]) -> int:
     sizes = _blob_sizes(fleet)
     return (sum(sizes[d] for d, goes in holders.items() if all(goes))
             + sum(fleet.orphan_blobs.values()))
-
-
-def _iso(at: float | None) -> str | None:
-    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
