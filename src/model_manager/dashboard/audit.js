@@ -1,7 +1,7 @@
 // The audit trail of one model: uploads, alias moves (promotions and rollbacks are moves of
 // production), traffic changes, pins and archives, newest first, with who made them.
 
-import { el, fill, table, when } from "./dom.js";
+import { el, empty, fill, table, when } from "./dom.js";
 
 export function drawAudit(box, events) {
   fill(
@@ -23,7 +23,7 @@ export function drawAudit(box, events) {
               ),
             ),
         )
-      : el("p", { class: "empty" }, "No events."),
+      : empty("No events."),
   );
 }
 

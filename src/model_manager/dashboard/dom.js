@@ -180,6 +180,11 @@ export function meter(used, whole) {
 }
 
 // Replace a node's children (nested arrays of nodes and text, as el takes them).
+/** The paragraph a section shows when it has nothing to show. */
+export function empty(text) {
+  return el("p", { class: "empty" }, text);
+}
+
 export function fill(node, ...children) {
   node.replaceChildren();
   append(node, children);

@@ -4,7 +4,7 @@
 // Reads GET /api/report; the dry run is POST /api/cleanup with {"dry_run": true}.
 
 import { act, api } from "./api.js";
-import { bytes, count, el, fill, modelLink, notify, table, when } from "./dom.js";
+import { bytes, count, el, empty, fill, modelLink, notify, table, when } from "./dom.js";
 
 export function mount(root) {
   const state = { plan: null, plannedAt: null };
@@ -108,7 +108,7 @@ function drawFindings(box, report) {
     el("h2", {}, "Findings and their evidence"),
     rows.length + orphans.length
       ? table("findings", ["Model", "Version", "Finding", "Evidence", "Protected by"], rows, orphans)
-      : el("p", { class: "empty" }, "No findings: every version is in use, healthy and unique."),
+      : empty("No findings: every version is in use, healthy and unique."),
   );
 }
 

@@ -6,7 +6,7 @@
 
 import { api } from "./api.js";
 import { MINUTE, PALETTE, barChart } from "./chart.js";
-import { ago, bytes, count, el, fill, modelLink, percent, redraw, svg, table, when } from "./dom.js";
+import { ago, bytes, count, el, empty, fill, modelLink, percent, redraw, svg, table, when } from "./dom.js";
 
 const KINDS = [
   ["load", "loads", PALETTE[0]],
@@ -105,7 +105,7 @@ function drawLoaded(box, rows) {
     fill(
       box,
       heading,
-      el("p", { class: "empty" }, "Nothing is loaded: a version loads on its first request."),
+      empty("Nothing is loaded: a version loads on its first request."),
     );
     return;
   }
@@ -191,7 +191,7 @@ function drawHistory(box, { x0, series, latest }) {
               ),
             ),
           )
-        : el("p", { class: "empty" }, "No loads or unloads since the server started."),
+        : empty("No loads or unloads since the server started."),
     ),
   );
 }

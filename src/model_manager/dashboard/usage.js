@@ -3,7 +3,7 @@
 // registry's daily buckets); the shadow comparisons; and live accuracy from posted outcomes.
 
 import { DAY, PALETTE, lineChart } from "./chart.js";
-import { count, el, fill, ms, number, percent, svg, table } from "./dom.js";
+import { count, el, empty, fill, ms, number, percent, svg, table } from "./dom.js";
 
 export function charts(usage, span, colors) {
   const frame = span === "days" ? dailyFrame(usage) : recentFrame(usage);
@@ -83,11 +83,7 @@ export function drawShadow(box, report) {
     fill(
       box,
       heading,
-      el(
-        "p",
-        { class: "empty" },
-        "No shadow traffic in the last 30 days. A traffic policy with shadows compares a version on live requests.",
-      ),
+      empty("No shadow traffic in the last 30 days. A traffic policy with shadows compares a version on live requests."),
     );
     return;
   }
@@ -156,11 +152,7 @@ export function drawAccuracy(box, outcomes) {
     fill(
       box,
       heading,
-      el(
-        "p",
-        { class: "empty" },
-        "No logged predictions. Set a prediction log rate, then post outcomes to /api/models/<name>/outcomes.",
-      ),
+      empty("No logged predictions. Set a prediction log rate, then post outcomes to /api/models/<name>/outcomes."),
     );
     return;
   }
