@@ -130,6 +130,14 @@ def staged_files(server: ServerProcess) -> list[str]:
     return os.listdir(server.data_dir / "store" / "tmp")
 
 
+def assert_nothing_left(server: ServerProcess, http: httpx.Client, model: str,
+                        blobs_before: list[Path]) -> None:
+    """A refused upload left no model, no blob and no temp file."""
+    error_of(http.get(f"/api/models/{model}"), 404)
+    assert stored_blobs(server) == blobs_before
+    assert staged_files(server) == []
+
+
 @pytest.mark.parametrize(("content", "filename", "expected"), [
     (b"", "model.onnx", "empty"),
     (os.urandom(4096), "model.onnx", "not a loadable ONNX model"),
@@ -142,9 +150,7 @@ def test_empty_or_corrupt_model_is_not_registered(server: ServerProcess, http: h
     blobs_before = stored_blobs(server)
     response = http.post("/api/models/corrupt/versions", files={"file": (filename, content)})
     assert expected in error_of(response, 400)
-    error_of(http.get("/api/models/corrupt"), 404)
-    assert stored_blobs(server) == blobs_before
-    assert staged_files(server) == []
+    assert_nothing_left(server, http, "corrupt", blobs_before)
 
 
 def with_member(source: Path, folder: Path, member: zipfile.ZipInfo | str) -> Path:
@@ -178,9 +184,7 @@ def test_archives_with_escaping_members_are_refused(server: ServerProcess, http:
     hostile = with_member(iris.skops, tmp_path, member)
     message = error_of(push(http, "hostile", hostile), 400)
     assert expected in message and "refused" in message
-    error_of(http.get("/api/models/hostile"), 404)
-    assert stored_blobs(server) == blobs_before
-    assert staged_files(server) == []
+    assert_nothing_left(server, http, "hostile", blobs_before)
 
 
 @pytest.mark.parametrize(("source", "filename", "fields", "expected"), [
@@ -200,9 +204,7 @@ def test_a_file_that_claims_another_format_is_refused(server: ServerProcess, htt
         response = http.post("/api/models/liar/versions", files={"file": (filename, f)},
                              data=fields)
     assert expected in error_of(response, 400)
-    error_of(http.get("/api/models/liar"), 404)
-    assert stored_blobs(server) == blobs_before
-    assert staged_files(server) == []
+    assert_nothing_left(server, http, "liar", blobs_before)
 
 
 def test_upload_over_the_limit_is_413(server: ServerProcess, http: httpx.Client) -> None:

@@ -97,8 +97,7 @@ def test_the_management_api_never_fails_with_a_server_error(target: Target) -> N
         real = st.none() | st.tuples(st.just("fuzz-target"),
                                      st.sampled_from(["1", "2", "3", "latest", "production"]))
 
-        @settings(max_examples=max(EXAMPLES // 10, 5), deadline=None, derandomize=True,
-                  database=None, suppress_health_check=list(HealthCheck))
+        @settings(FUZZ, max_examples=max(EXAMPLES // 10, 5))
         @given(case=cases, real=real)
         def call(case: Any, real: tuple[str, str] | None) -> None:
             if real and isinstance(case.path_parameters, dict):
