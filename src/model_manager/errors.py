@@ -13,7 +13,8 @@
     │   ├── UnsupportedFormat        the format is unknown or its extra is not installed
     │   └── UnsafeArtifact           a format that can run code on load (pickle), not allowed
     ├── Unavailable                  cannot serve now; the caller may retry later
-    │   └── Overloaded               no capacity now (memory budget full of busy or pinned models)
+    │   ├── Overloaded               no capacity now (memory budget full of busy or pinned models)
+    │   └── Unreachable              the registry's database or the artifact store does not answer
     ├── PredictionTimeout            a prediction ran past the timeout
     └── ModelError                   the model itself failed while predicting
         └── InvalidOutput            the model's output breaks its signature or constraints
@@ -76,6 +77,14 @@ class Unavailable(ModelManagerError):
 
 class Overloaded(Unavailable):
     """No capacity right now: a transient condition, never a fault of the model."""
+
+
+class Unreachable(Unavailable):
+    """A service the server depends on (the registry's database, the artifact store) cannot be
+    reached or written now: never a fault of the model or of the caller."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message, retry_after)
 
 
 class Saturated(Overloaded):

@@ -283,4 +283,5 @@ def test_migrated_schema_differs_from_an_empty_database(tmp_path: Path) -> None:
     assert {d[1].name for d in diff if d[0] == "add_table"} == {"models", "versions", "aliases", "events",
                                                                  "usage_daily", "traffic_policies",
                                                                  "model_settings", "shadow_daily",
-                                                                 "prediction_log", "api_keys"}
+                                                                 "prediction_log", "api_keys",
+                                                                 "written_batches"}

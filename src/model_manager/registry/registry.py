@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from model_manager.errors import Conflict, NotFound
 from model_manager.registry import schema as t
 from model_manager.registry.names import check_alias_name, check_model_name
 from model_manager.registry.records import EventRecord, ModelRecord, VersionRecord
+from model_manager.registry.status import RegistryStatus
 from model_manager.runtimes.signature import Signature
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -38,7 +39,8 @@ def create_registry_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE
     for writes (so concurrent writers queue instead of failing)."""
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
+        connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @sa.event.listens_for(engine, "connect")
@@ -56,10 +58,13 @@ def create_registry_engine(url: str) -> Engine:
     return engine
 
 
+WRITTEN_BATCH_RETENTION = timedelta(days=2)
+"""How long the id of a written batch is kept (a retry comes within seconds)."""
 
 
 class Registry:
-    """Queries and changes over the registry's tables."""
+    """Queries and changes over the registry's tables. An error that means the database cannot
+    be reached or written is raised as ``Unreachable`` (see ``RegistryStatus``)."""
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
@@ -68,6 +73,10 @@ class Registry:
         self.generation = 0
         """Counts this process's changes to models, versions, aliases and policies; caches of
         them compare it to know they are stale."""
+        self.status = RegistryStatus()
+        sa.event.listen(engine, "handle_error", self.status.on_error)
+        sa.event.listen(engine, "after_cursor_execute",
+                        lambda *_: self.status.on_statement())
 
     @classmethod
     def from_url(cls, url: str, clock: Callable[[], float] = time.time) -> Registry:
@@ -88,10 +97,6 @@ class Registry:
 
     def close(self) -> None:
         self.engine.dispose()
-
-    def ping(self) -> None:
-        with self.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -309,6 +314,28 @@ class Registry:
         with self._write() as conn:
             self._record(conn, self._model_row(conn, name).id, kind, details, actor)
 
+    def append_events(self, conn: Connection, events: Iterable[EventRecord]) -> None:
+        """Write audit events recorded earlier, with their own times, in a transaction of
+        ``write_once``; those of models deleted since are dropped."""
+        ids = dict(conn.execute(sa.select(t.models.c.name, t.models.c.id)).all())
+        for e in events:
+            if e.model in ids:
+                self._record(conn, ids[e.model], e.kind, e.details, e.actor, e.created_at)
+
+    def write_once(self, batch: str, write: Callable[[Connection], None]) -> bool:
+        """Run ``write`` in one write transaction unless a batch with this id was written
+        before; False when it was. A batch sent again after a commit whose answer was lost
+        is thus written once."""
+        w = t.written_batches
+        with self.writing() as conn:
+            if conn.execute(sa.select(w.c.id).where(w.c.id == batch)).first() is not None:
+                return False
+            write(conn)
+            now = self.now()
+            conn.execute(w.insert().values(id=batch, written_at=now))
+            conn.execute(w.delete().where(w.c.written_at < now - WRITTEN_BATCH_RETENTION))
+        return True
+
     # ---- helpers -----------------------------------------------------------------------------
 
     @contextmanager
@@ -330,6 +357,7 @@ class Registry:
     def _transaction(self) -> Iterator[Connection]:
         with self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
             yield conn
+        self.status.on_commit()
 
     def _ensure_model(self, conn: Connection, name: str, now: datetime) -> int:
         query = sa.select(t.models.c.id).where(t.models.c.name == name)
@@ -367,10 +395,10 @@ class Registry:
         return conn.execute(query).scalar()
 
     def _record(self, conn: Connection, model_id: int, kind: str, details: dict[str, Any],
-                actor: str | None) -> None:
+                actor: str | None, at: datetime | None = None) -> None:
         conn.execute(t.events.insert().values(model_id=model_id, kind=kind, details=details,
                                               actor=actor or acting_as.get(),
-                                              created_at=self.now()))
+                                              created_at=at or self.now()))
 
 
 def _policy_versions(policy: dict[str, Any] | None) -> set[int]:

@@ -143,3 +143,11 @@ api_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
 )
+
+written_batches = Table(
+    "written_batches", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("written_at", UTCDateTime, nullable=False, index=True),
+)
+"""Ids of the telemetry batches already written, so that a batch sent again after a failed
+commit is written once (``Registry.write_once``)."""
