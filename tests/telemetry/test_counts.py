@@ -134,7 +134,7 @@ def test_summary_lists_every_error_kind_and_latency_percentiles_in_ms() -> None:
     assert summary["requests"] == 100
     assert summary["errors"] == 2
     assert summary["errors_by_kind"] == {"bad_input": 1, "runtime_error": 0, "timeout": 1,
-                                         "invalid_output": 0, "overloaded": 0}
+                                         "invalid_output": 0, "overloaded": 0, "unavailable": 0}
     assert set(summary["errors_by_kind"]) == set(ERROR_KINDS) == set(OUTCOMES) - {"ok"}
     for key in ("p50_ms", "p95_ms", "p99_ms"):
         assert 10.0 <= summary[key] <= 12.5

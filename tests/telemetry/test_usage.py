@@ -48,12 +48,17 @@ class FlakyStore(UsageStore):
     def __init__(self, registry: Registry) -> None:
         super().__init__(registry)
         self.failures = 0
+        self.lost_answers = 0
+        """Writes that commit but whose caller hears of a failure (a connection lost at commit)."""
 
-    def add(self, deltas: dict[UsageKey, UsageCounts]) -> None:
+    def add(self, deltas: dict[UsageKey, UsageCounts], batch: str | None = None) -> None:
         if self.failures:
             self.failures -= 1
             raise OSError("database is unreachable")
-        super().add(deltas)
+        super().add(deltas, batch)
+        if self.lost_answers:
+            self.lost_answers -= 1
+            raise errors.Unreachable("the registry is unreachable: the connection was lost")
 
 
 @pytest.fixture
@@ -227,6 +232,22 @@ def test_a_failed_flush_keeps_the_counts_for_the_next_one(recorder: UsageRecorde
     assert recorder.usage("iris")[1][today(clock)].requests == 4
 
 
+def test_a_flush_whose_commit_was_not_acknowledged_is_written_once(
+        recorder: UsageRecorder, store: FlakyStore, clock: Clock) -> None:
+    record(recorder, 3)
+    store.lost_answers = 1
+
+    with pytest.raises(errors.Unreachable):
+        recorder.flush()
+    assert recorder.pending_count() == 1  # kept: the recorder cannot know the write went through
+    record(recorder, 2)
+    recorder.flush()
+
+    assert store.read("iris", today(clock))[1, today(clock)].requests == 5
+    assert recorder.usage("iris")[1][today(clock)].requests == 5
+    assert recorder.pending_count() == 0
+
+
 def test_usage_report_lists_a_never_used_version(recorder: UsageRecorder, clock: Clock) -> None:
     record(recorder, 2)
     record(recorder, 1, "bad_input")
@@ -236,7 +257,7 @@ def test_usage_report_lists_a_never_used_version(recorder: UsageRecorder, clock:
 
     assert report["model"] == "iris"
     assert report["error_kinds"] == ["bad_input", "runtime_error", "timeout", "invalid_output",
-                                     "overloaded"]
+                                     "overloaded", "unavailable"]
     used, unused = report["versions"]
     assert (used["version"], used["requests"], used["errors"]) == (1, 3, 1)
     assert used["errors_by_kind"]["bad_input"] == 1

@@ -16,6 +16,7 @@ from model_manager.governance.report import build_report
 from model_manager.health import HealthMonitor, Thresholds
 from model_manager.serving import ModelCache
 from model_manager.telemetry import EventLog, UsageRecorder
+from model_manager.telemetry.audit import AuditTrail
 
 __all__ = ["CODES", "Action", "Finding", "Fleet", "Governance", "Limits", "findings_of"]
 
@@ -23,8 +24,9 @@ __all__ = ["CODES", "Action", "Finding", "Fleet", "Governance", "Limits", "findi
 class Governance:
     def __init__(self, catalog: Catalog, cache: ModelCache, usage: UsageRecorder,
                  health: HealthMonitor, thresholds: Thresholds, limits: Limits,
-                 memory_budget: int, events: EventLog) -> None:
+                 memory_budget: int, events: EventLog, audit: AuditTrail) -> None:
         self._catalog = catalog
+        self._audit = audit
         self._registry = catalog.registry
         self._cache = cache
         self._usage = usage
@@ -90,8 +92,8 @@ class Governance:
         details = {"version": number, "reason": action.finding}
         if action.action == "unload":
             await self._cache.unload(model, number)
-            await anyio.to_thread.run_sync(self._registry.record_event, model,
-                                           "version.unloaded", details, actor)
+            await anyio.to_thread.run_sync(self._audit.record, model, "version.unloaded",
+                                           details, actor)
         elif action.action == "archive":
             await anyio.to_thread.run_sync(self._registry.set_archived, model, number, True,
                                            actor, action.finding)

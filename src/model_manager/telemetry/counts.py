@@ -11,7 +11,8 @@ import bisect
 import dataclasses
 from typing import Any
 
-OUTCOMES = ("ok", "bad_input", "runtime_error", "timeout", "invalid_output", "overloaded")
+OUTCOMES = ("ok", "bad_input", "runtime_error", "timeout", "invalid_output", "overloaded",
+            "unavailable")
 ERROR_KINDS = OUTCOMES[1:]
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from model_manager.types import VersionKey
 
@@ -14,6 +16,14 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                     10, 30)
 _LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class WriteBehind(Protocol):
+    """Something that keeps writes in memory until the registry takes them."""
+
+    writes_dropped: int
+
+    def pending_count(self) -> int: ...
 
 
 class Metrics:
@@ -62,6 +72,22 @@ class Metrics:
         self.loaded_models.set_function(count)
         self.memory_budget.set(budget)
 
+        self.route_reads = Counter("model_manager_route_reads",
+                                   "Reads of a model's routes from the registry, by outcome "
+                                   "(ok, not_found, failed).", ["outcome"],
+                                   registry=self.registry)
+
+    def watch_registry(self, is_up: Callable[[], float], down_seconds: Callable[[], float],
+                       writers: Mapping[str, WriteBehind]) -> None:
+        """Export whether the registry answers, for how long it has not, and the writes
+        waiting for it (per kind: usage, shadow, predictions, audit)."""
+        Gauge("model_manager_registry_up", "1 while the registry's database answers and takes "
+              "writes, else 0.", registry=self.registry).set_function(is_up)
+        Gauge("model_manager_registry_down_seconds", "Seconds since the registry stopped "
+              "answering (0 while it answers); routes in force are at most this old plus 2 s.",
+              registry=self.registry).set_function(down_seconds)
+        self.registry.register(_Pending(writers))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -94,3 +120,22 @@ class Metrics:
         self.unloads.labels(key[0], str(key[1]), reason).inc()
         if reason == "evicted":
             self.evictions.labels(key[0], str(key[1])).inc()
+
+
+class _Pending:
+    """Writes waiting in memory for the registry, and those dropped for want of room."""
+
+    def __init__(self, writers: Mapping[str, WriteBehind]) -> None:
+        self._writers = writers
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily("model_manager_writes_pending", "Items (usage and shadow "
+                                    "buckets, prediction rows, audit events) waiting in memory "
+                                    "to be written to the registry.", labels=["kind"])
+        dropped = CounterMetricFamily("model_manager_writes_dropped", "Items dropped unwritten "
+                                      "because too many waited for the registry.", labels=["kind"])
+        for kind, writer in self._writers.items():
+            pending.add_metric([kind], writer.pending_count())
+            dropped.add_metric([kind], writer.writes_dropped)
+        yield pending
+        yield dropped

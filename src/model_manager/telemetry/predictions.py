@@ -2,9 +2,12 @@
 
 The router logs a sampled share of requests (the model's ``prediction_log_rate``), and each shadow
 version's answer to a logged request under the same id. Rows wait in memory and are written by
-the periodic flush; each model keeps its newest ``max_rows`` rows. Outcomes (the true label or
-number, known later) are written onto the rows of their prediction id, and every version, served
-or shadow, is scored on them: accuracy for labels, MAE and RMSE for numbers.
+the periodic flush; each model keeps its newest ``max_rows`` rows. While the registry is
+unreachable, at most ``MAX_PENDING_ROWS`` rows wait (past it the oldest are dropped and counted in
+``writes_dropped``: the table keeps the newest rows anyway) and are written once when it is back.
+Outcomes (the true label or number, known later) are written onto the rows of their prediction
+id, and every version, served or shadow, is scored on them: accuracy for labels, MAE and RMSE for
+numbers.
 
 Values are stored wrapped in a JSON object (``{"value": ...}``): a bare number in a JSON column
 may come back as another type on some backends (SQLite reads ``2.0`` as ``2``).
@@ -16,6 +19,7 @@ else the first float output's value (a regression).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import threading
@@ -30,10 +34,13 @@ import sqlalchemy as sa
 from model_manager.errors import InvalidInput, NotFound
 from model_manager.registry import Registry
 from model_manager.registry import schema as t
+from model_manager.telemetry.outbox import Outbox
 from model_manager.types import Array
 
 MAX_LOGGED_ELEMENTS = 1_000
 """Outputs larger than this are logged as their prediction only."""
+MAX_PENDING_ROWS = 20_000
+"""Rows kept in memory for the next flush (their outputs are at most 1,000 numbers each)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +62,11 @@ class PredictionLog:
         self._max_rows = max_rows
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: list[LoggedPrediction] = []
+        self._pending: collections.deque[LoggedPrediction] = collections.deque(
+            maxlen=MAX_PENDING_ROWS)
+        self._outbox: Outbox[list[LoggedPrediction]] = Outbox(self._lock, self._write)
+        self.writes_dropped = 0
+        """Rows dropped unwritten because too many waited for the registry."""
 
     def record(self, model: str, prediction_id: str, version: int, role: str,
                outputs: Mapping[str, Array]) -> None:
@@ -65,15 +76,26 @@ class PredictionLog:
                                {k: _plain(v) for k, v in outputs.items()} if small else None,
                                self._clock())
         with self._lock:
+            if len(self._pending) == self._pending.maxlen:
+                self.writes_dropped += 1
             self._pending.append(row)
 
     def flush(self) -> None:
-        """Write pending rows and trim each model to its newest ``max_rows`` (call from a thread)."""
+        """Write pending rows and trim each model to its newest ``max_rows`` (call from a
+        thread); rows that could not be written stay for the next flush."""
+        self._outbox.flush(self._take)
+
+    def _take(self) -> list[LoggedPrediction] | None:
+        pending = list(self._pending)
+        self._pending.clear()
+        return pending or None
+
+    def pending_count(self) -> int:
         with self._lock:
-            pending, self._pending = self._pending, []
-        if not pending:
-            return
-        with self._registry.writing() as conn:
+            return len(self._pending) + len(self._outbox.unsent or ())
+
+    def _write(self, batch: str, pending: list[LoggedPrediction]) -> None:
+        def insert(conn: sa.Connection) -> None:
             ids = dict(conn.execute(sa.select(t.models.c.name, t.models.c.id)).all())
             rows = [{"model_id": ids[p.model], "prediction_id": p.prediction_id,
                      "version": p.version, "role": p.role, "prediction": {"value": p.prediction},
@@ -83,6 +105,8 @@ class PredictionLog:
                 conn.execute(t.prediction_log.insert(), rows)
             for model_id in {row["model_id"] for row in rows}:
                 self._trim(conn, model_id)
+
+        self._registry.write_once(batch, insert)
 
     def add_outcomes(self, model: str, outcomes: Iterable[tuple[str, Any]]) -> dict[str, int]:
         """Write each true outcome onto the logged rows of its prediction id."""
@@ -112,7 +136,7 @@ class PredictionLog:
                 groups.setdefault((row.version, row.role), _Score()).add(
                     row.prediction["value"], outcome)
         with self._lock:
-            for p in self._pending:
+            for p in [*(self._outbox.unsent or ()), *self._pending]:
                 if p.model == model:
                     groups.setdefault((p.version, p.role), _Score()).add(p.prediction, None)
         return [{"version": version, "role": role, **groups[version, role].summary()}

@@ -1,7 +1,9 @@
 """``ShadowStats``: shadow comparisons per (primary, shadow) pair and day, flushed to the registry.
 
 Like usage counts, comparisons add up in memory and a periodic flush merges them into the day's
-row, so several servers sharing a database add up rather than overwrite each other.
+row, so several servers sharing a database add up rather than overwrite each other. While the
+registry is unreachable they wait in memory (bounded by the pairs and days compared) and are
+written once when it is back.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 from model_manager.registry import Registry
 from model_manager.registry import schema as t
 from model_manager.telemetry.comparison import Comparison, PairStats
+from model_manager.telemetry.outbox import Outbox
 
 PairKey = tuple[str, int, int, date]
 """(model, primary version, shadow version, UTC day)."""
@@ -26,11 +29,15 @@ RETENTION_DAYS = 90
 
 
 class ShadowStats:
+    writes_dropped = 0
+    """Comparisons are never dropped: what waits is bounded by the pairs and days compared."""
+
     def __init__(self, registry: Registry, clock: Callable[[], float] = time.time) -> None:
         self._registry = registry
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[PairKey, PairStats] = {}
+        self._outbox: Outbox[dict[PairKey, PairStats]] = Outbox(self._lock, self._write)
         self.dropped: collections.Counter[str] = collections.Counter()
         """Shadow requests dropped per model since the server started."""
 
@@ -50,24 +57,29 @@ class ShadowStats:
             self.dropped[model] += 1
 
     def flush(self) -> None:
-        """Merge pending comparisons into their day's rows (blocking: call from a thread)."""
+        """Merge pending comparisons into their day's rows (blocking: call from a thread);
+        those that could not be written stay for the next flush."""
+        self._outbox.flush(self._take)
+
+    def _take(self) -> dict[PairKey, PairStats] | None:
+        pending, self._pending = self._pending, {}
+        return pending or None
+
+    def pending_count(self) -> int:
+        """(model, primary, shadow, day) buckets waiting to be written."""
         with self._lock:
-            pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        try:
-            with self._registry.writing() as conn:
-                ids = dict(conn.execute(sa.select(t.models.c.name, t.models.c.id)).all())
-                for (model, primary, shadow, day), delta in pending.items():
-                    if model in ids:
-                        _merge(conn, ids[model], primary, shadow, day, delta)
-                cutoff = datetime.now(UTC).date() - timedelta(days=RETENTION_DAYS)
-                conn.execute(t.shadow_daily.delete().where(t.shadow_daily.c.day < cutoff))
-        except Exception:
-            with self._lock:  # keep them for the next flush
-                for key, stats in pending.items():
-                    self._pending.setdefault(key, PairStats()).merge(stats)
-            raise
+            return len(self._pending) + len(self._outbox.unsent or ())
+
+    def _write(self, batch: str, pending: dict[PairKey, PairStats]) -> None:
+        def merge_all(conn: sa.Connection) -> None:
+            ids = dict(conn.execute(sa.select(t.models.c.name, t.models.c.id)).all())
+            for (model, primary, shadow, day), delta in pending.items():
+                if model in ids:
+                    _merge(conn, ids[model], primary, shadow, day, delta)
+            cutoff = datetime.now(UTC).date() - timedelta(days=RETENTION_DAYS)
+            conn.execute(t.shadow_daily.delete().where(t.shadow_daily.c.day < cutoff))
+
+        self._registry.write_once(batch, merge_all)
 
     def report(self, model: str, days: int) -> list[dict[str, Any]]:
         """Each pair seen in the last ``days`` days: totals and one entry per day."""
@@ -82,7 +94,8 @@ class ShadowStats:
                 by_pair[row.primary_version, row.shadow_version][row.day] = (
                     PairStats.from_json(row.stats))
         with self._lock:
-            for (name, primary, shadow, day), stats in self._pending.items():
+            unwritten = [*(self._outbox.unsent or {}).items(), *self._pending.items()]
+            for (name, primary, shadow, day), stats in unwritten:
                 if name == model and day >= since:
                     by_pair[primary, shadow].setdefault(day, PairStats()).merge(stats)
         report = []

@@ -1,7 +1,9 @@
 """``UsageRecorder``: every prediction counted in memory, flushed to the registry in daily buckets.
 
 The hot path only adds to in-memory counters (and Prometheus); a background task calls ``flush``
-every few seconds and at shutdown, so a crash loses at most one flush interval. A sliding window
+every few seconds and at shutdown, so a crash loses at most one flush interval. While the registry
+is unreachable the counts wait in memory and are written, once, when it is back (``Outbox``); they
+are bounded by the versions and days counted, not by the requests. A sliding window
 of recent requests per version feeds health (error rate, p99) and error-burst events; minute and
 hour buckets of the last day (``RecentUsage``) feed the dashboard; each flush also forgets the
 buckets of versions idle for a day, so they do not pile up while nobody reads them.
@@ -24,6 +26,7 @@ from model_manager.clock import iso
 from model_manager.telemetry.counts import ERROR_KINDS, UsageCounts
 from model_manager.telemetry.events import EventLog
 from model_manager.telemetry.metrics import Metrics
+from model_manager.telemetry.outbox import Outbox
 from model_manager.telemetry.recent import RecentUsage, Series, Totals
 from model_manager.telemetry.usage_store import UsageKey, UsageStore
 from model_manager.types import VersionKey
@@ -35,10 +38,16 @@ _BURST_ERRORS = 10
 _BURST_SECONDS = 60.0
 
 
+NOT_THE_MODELS = frozenset({"ok", "bad_input", "unavailable"})
+"""Outcomes that say nothing against the version: health and the canary guard skip them."""
+
+
 def outcome_of(exc: BaseException) -> str:
     """The error kind a failed prediction counts as."""
     if isinstance(exc, errors.InvalidInput):
         return "bad_input"
+    if isinstance(exc, errors.Unreachable):  # the registry or the store, not the model
+        return "unavailable"
     if isinstance(exc, errors.PredictionTimeout):
         return "timeout"
     if isinstance(exc, errors.InvalidOutput):
@@ -63,7 +72,7 @@ class Tracking:
 class WindowStats:
     requests: int
     errors: int
-    """Failures that are the server's or the model's: every error kind but bad_input."""
+    """Failures that may be the model's: every error kind but bad_input and unavailable."""
     invalid: int
     p99: float | None
 
@@ -77,6 +86,9 @@ class WindowStats:
 
 
 class UsageRecorder:
+    writes_dropped = 0
+    """Counts are never dropped: what waits is bounded by the versions and days counted."""
+
     def __init__(self, store: UsageStore, metrics: Metrics, events: EventLog,
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
@@ -85,6 +97,8 @@ class UsageRecorder:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[UsageKey, UsageCounts] = {}
+        self._outbox: Outbox[dict[UsageKey, UsageCounts]] = Outbox(
+            self._lock, lambda batch, pending: store.add(pending, batch))
         self._windows: dict[VersionKey, collections.deque[tuple[float, float, str]]] = {}
         self._bursts: dict[VersionKey, float] = {}
         self._last_errors: dict[VersionKey, dict[str, str]] = {}
@@ -119,11 +133,11 @@ class UsageRecorder:
             window = self._windows.setdefault(key, collections.deque(maxlen=_WINDOW_CAP))
             window.append((at, seconds, outcome))
             self._recent.add(key, outcome, seconds, inference, at)
-            if outcome not in ("ok", "bad_input"):
+            if outcome not in NOT_THE_MODELS:
                 self._last_errors.setdefault(key, {})[outcome] = detail or outcome
                 self._last_errors[key]["*"] = detail or outcome
         self._metrics.on_request(key, outcome, seconds, inference)
-        if outcome != "ok" and outcome != "bad_input":
+        if outcome not in NOT_THE_MODELS:
             self._check_burst(key, at)
 
     def on_batch(self, key: VersionKey, rows: int) -> None:
@@ -137,7 +151,7 @@ class UsageRecorder:
             recent = [r for r in self._windows.get(key, ()) if r[0] >= since]
         latencies = sorted(r[1] for r in recent)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None
-        return WindowStats(len(recent), sum(r[2] not in ("ok", "bad_input") for r in recent),
+        return WindowStats(len(recent), sum(r[2] not in NOT_THE_MODELS for r in recent),
                            sum(r[2] == "invalid_output" for r in recent), p99)
 
     def recent(self, span: str, model: str | None = None) -> tuple[float, dict[VersionKey, Series]]:
@@ -157,19 +171,19 @@ class UsageRecorder:
 
     def flush(self) -> None:
         """Write the counts gathered since the last flush, and forget the recent buckets of
-        versions idle for a day (blocking: call from a thread)."""
+        versions idle for a day (blocking: call from a thread). Counts that could not be
+        written stay for the next flush."""
+        self._outbox.flush(self._take)
+
+    def _take(self) -> dict[UsageKey, UsageCounts] | None:
+        pending, self._pending = self._pending, {}
+        self._recent.forget_idle(self._clock())
+        return pending or None
+
+    def pending_count(self) -> int:
+        """(model, version, day) buckets waiting to be written."""
         with self._lock:
-            pending, self._pending = self._pending, {}
-            self._recent.forget_idle(self._clock())
-        if not pending:
-            return
-        try:
-            self._store.add(pending)
-        except Exception:
-            with self._lock:  # keep them for the next flush
-                for key, counts in pending.items():
-                    self._pending.setdefault(key, UsageCounts()).merge(counts)
-            raise
+            return len(self._pending) + len(self._outbox.unsent or ())
 
     def usage(self, model: str, days: int = 30) -> dict[int, dict[date, UsageCounts]]:
         """Counts per version and day over the last ``days`` days, flushed and pending."""
@@ -178,8 +192,9 @@ class UsageRecorder:
         for (version, day), counts in self._store.read(model, since).items():
             result[version][day] = counts
         with self._lock:
+            unwritten = [*(self._outbox.unsent or {}).items(), *self._pending.items()]
             pending = [(k, UsageCounts().merge(c))  # copies, taken under the lock
-                       for k, c in self._pending.items() if k[0] == model and k[2] >= since]
+                       for k, c in unwritten if k[0] == model and k[2] >= since]
         for (_, version, day), counts in pending:
             result[version].setdefault(day, UsageCounts()).merge(counts)
         return dict(result)

@@ -6,6 +6,7 @@ servers sharing the database add up instead of overwriting each other.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
@@ -24,16 +25,20 @@ class UsageStore:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    def add(self, deltas: dict[UsageKey, UsageCounts]) -> None:
-        """Merge each delta into its day's row (creating it), and drop rows past retention."""
-        with self._registry.writing() as conn:
-            ids = dict(conn.execute(sa.select(t.models.c.name, t.models.c.id)).all())
-            for (model, version, day), delta in deltas.items():
-                if model not in ids:  # deleted since the requests were counted
-                    continue
-                self._merge(conn, ids[model], version, day, delta)
-            cutoff = datetime.now(UTC).date() - timedelta(days=RETENTION_DAYS)
-            conn.execute(t.usage_daily.delete().where(t.usage_daily.c.day < cutoff))
+    def add(self, deltas: dict[UsageKey, UsageCounts], batch: str | None = None) -> None:
+        """Merge each delta into its day's row (creating it), and drop rows past retention, in
+        one transaction; a ``batch`` id already written is not written again."""
+        self._registry.write_once(batch or uuid.uuid4().hex,
+                                  lambda conn: self._merge_all(conn, deltas))
+
+    def _merge_all(self, conn: sa.Connection, deltas: dict[UsageKey, UsageCounts]) -> None:
+        ids = dict(conn.execute(sa.select(t.models.c.name, t.models.c.id)).all())
+        for (model, version, day), delta in deltas.items():
+            if model not in ids:  # deleted since the requests were counted
+                continue
+            self._merge(conn, ids[model], version, day, delta)
+        cutoff = datetime.now(UTC).date() - timedelta(days=RETENTION_DAYS)
+        conn.execute(t.usage_daily.delete().where(t.usage_daily.c.day < cutoff))
 
     def read(self, model: str, since: date) -> dict[tuple[int, date], UsageCounts]:
         """Counts per (version, day) from ``since`` on."""
