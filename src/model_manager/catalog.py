@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from model_manager.errors import Conflict, InvalidInput, ModelManagerError
+from model_manager.errors import Conflict, InvalidInput, ModelManagerError, Unreachable
 from model_manager.probes import Probe
 from model_manager.registry import Registry, VersionRecord, check_model_name
 from model_manager.runtimes import LoadOptions, Runtime, Signature, check_archive, detect_format, get_format
@@ -142,9 +142,13 @@ class Catalog:
                                                 signature=signature, metadata=metadata,
                                                 actor=actor, compiled_sha256=compiled_sha256)
         except BaseException:
-            for digest in (sha256, compiled_sha256):
-                if digest is not None and not self.registry.is_blob_referenced(digest):
-                    self.store.delete(digest)
+            try:
+                for digest in (sha256, compiled_sha256):
+                    if digest is not None and not self.registry.is_blob_referenced(digest):
+                        self.store.delete(digest)
+            except Unreachable:  # the registry went away: `doctor --repair` removes the blob
+                log.warning("upload of %r failed with the registry unreachable; its blob may be "
+                            "left unreferenced until `model-manager doctor --repair`", name)
             raise
 
     def _delete_unreferenced(self, version: VersionRecord) -> None:

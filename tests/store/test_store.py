@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from model_manager.errors import NotFound, TooLarge, UnsupportedFormat
+from model_manager.errors import NotFound, TooLarge, Unreachable, UnsupportedFormat
 from model_manager.store import ArtifactStore, LocalStore, MemoryStore, iter_file, open_store, stage_stream
 from model_manager.store.s3 import S3Store
 from tests.s3 import S3Server
+from tests.support import free_port
 
 CHUNKS = [b"hello ", b"", b"model ", b"manager" * 1000]
 CONTENT = b"".join(CHUNKS)
@@ -24,7 +25,7 @@ BUCKETS = itertools.count()
 @pytest.fixture(params=["local", "memory", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactStore]:
     if request.param == "local":
-        yield LocalStore(tmp_path / "store")
+        yield open_store(str(tmp_path / "store"))
         return
     if request.param == "s3":
         s3: S3Server = request.getfixturevalue("s3")
@@ -183,3 +184,31 @@ def test_s3_large_artifacts_go_up_in_parts_and_come_down_once(s3: S3Server, tmp_
     client.delete_object(Bucket="multipart", Key=key)  # type: ignore[attr-defined]
     assert store.fetch(staged.sha256) == first  # served from the local cache by digest
     assert not store.exists(staged.sha256)
+
+
+def test_a_local_store_whose_folder_is_gone_is_unreachable_not_missing(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    store.put(stage_stream(CHUNKS, store.staging_dir, limit=1 << 20))
+    (tmp_path / "store").rename(tmp_path / "unmounted")
+
+    with pytest.raises(Unreachable, match="unreachable"):
+        store.fetch(DIGEST)
+    (tmp_path / "unmounted").rename(tmp_path / "store")
+    assert store.fetch(DIGEST).read_bytes() == CONTENT
+
+
+def test_an_s3_endpoint_that_does_not_answer_is_unreachable_not_missing(tmp_path: Path) -> None:
+    import boto3
+    from botocore.config import Config
+
+    nobody = f"http://127.0.0.1:{free_port()}"
+    client = boto3.client("s3", endpoint_url=nobody, aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1",
+                          config=Config(retries={"max_attempts": 1}))
+    store = S3Store("models", "p", tmp_path / "cache", client=client)
+
+    with pytest.raises(Unreachable, match="cannot be reached"):
+        store.fetch(DIGEST)
+    with pytest.raises(Unreachable, match="cannot be reached"):
+        store.exists(DIGEST)
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))  # no half download left

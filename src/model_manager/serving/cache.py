@@ -12,7 +12,10 @@ A sized mapping, a policy and hooks:
   and never a pinned one. When nothing can be evicted, a load waits a bounded time for room, then
   fails with Overloaded. A version larger than the whole budget is refused.
 - *Failures*: a failed load is remembered with its reason; further loads of that version are
-  refused until an exponential backoff has passed.
+  refused until an exponential backoff has passed. A load that failed because the artifact store
+  or the registry could not be reached (``Unreachable``) backs off too, for at most
+  ``UNREACHABLE_BACKOFF`` seconds, but leaves the version UNAVAILABLE rather than FAILED: the
+  fault is not the model's.
 - *Hooks*: loads, failures and unloads are reported to ``CacheHooks`` (metrics).
 
 Removing an entry that is serving requests only marks it: the last request to finish unloads it.
@@ -30,7 +33,7 @@ from contextlib import asynccontextmanager, suppress
 
 import anyio.to_thread
 
-from model_manager.errors import Overloaded, Unavailable
+from model_manager.errors import Overloaded, Unavailable, Unreachable
 from model_manager.registry.records import VersionRecord
 from model_manager.runtimes.base import Runtime
 from model_manager.serving.hooks import CacheHooks, NoHooks, UnloadReason
@@ -41,6 +44,9 @@ log = logging.getLogger(__name__)
 
 Key = VersionKey
 Loader = Callable[[VersionRecord], Runtime]
+
+UNREACHABLE_BACKOFF = 5.0
+"""The longest wait before retrying a load that failed on an unreachable store or registry."""
 
 
 class State(enum.StrEnum):
@@ -84,6 +90,7 @@ class _Failure:
     reason: str
     attempts: int
     retry_at: float
+    is_models_fault: bool = True
 
 
 def estimate_size(version: VersionRecord) -> int:
@@ -141,7 +148,8 @@ class ModelCache:
             return VersionState(State.LOADING)
         failure = self._failures.get(key)
         if failure is not None:
-            return VersionState(State.FAILED, failure.reason)
+            state = State.FAILED if failure.is_models_fault else State.UNAVAILABLE
+            return VersionState(state, failure.reason)
         return VersionState(State.UNAVAILABLE)
 
     # ---- serving -----------------------------------------------------------------------------
@@ -215,8 +223,9 @@ class ModelCache:
         failure = self._failures.get((version.model, version.number))
         if failure is not None and self._clock() < failure.retry_at:
             wait = max(1, round(failure.retry_at - self._clock()))
-            raise Unavailable(f"version {version.number} of {version.model!r} failed to load: "
-                              f"{failure.reason} (next attempt in {wait}s)", retry_after=wait)
+            error = Unavailable if failure.is_models_fault else Unreachable
+            raise error(f"version {version.number} of {version.model!r} failed to load: "
+                        f"{failure.reason} (next attempt in {wait}s)", retry_after=wait)
 
     async def _load(self, version: VersionRecord, pending: asyncio.Future[LoadedModel]) -> None:
         key = (version.model, version.number)
@@ -302,8 +311,10 @@ class ModelCache:
         key = (version.model, version.number)
         reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         attempts = self._failures[key].attempts + 1 if key in self._failures else 1
-        delay = min(self._backoff[0] * 2 ** (attempts - 1), self._backoff[1])
-        self._failures[key] = _Failure(reason, attempts, self._clock() + delay)
+        is_models_fault = not isinstance(exc, Unreachable)
+        longest = self._backoff[1] if is_models_fault else min(self._backoff[1], UNREACHABLE_BACKOFF)
+        delay = min(self._backoff[0] * 2 ** (attempts - 1), longest)
+        self._failures[key] = _Failure(reason, attempts, self._clock() + delay, is_models_fault)
         log.warning("loading %s v%d failed (attempt %d): %s", *key, attempts, reason)
         self._hooks.on_load_failure(key, reason)
         if isinstance(exc, Unavailable):

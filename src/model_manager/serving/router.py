@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 
 from model_manager.errors import InvalidOutput, NotFound, PredictionTimeout, Saturated
-from model_manager.registry import Registry, VersionRecord
+from model_manager.registry import ModelRecord, VersionRecord
 from model_manager.runtimes import Runtime
 from model_manager.serving.batching import Batcher, BatchPolicy
 from model_manager.serving.cache import LoadedModel, ModelCache
@@ -27,7 +27,6 @@ from model_manager.serving.inference import InferenceRequest, InferenceResponse,
 from model_manager.serving.model_settings import SettingsCache
 from model_manager.serving.routes import ModelRoutes, RouteTable
 from model_manager.serving.shadow import ShadowDispatcher, ShadowJob
-from model_manager.serving.traffic import TrafficPolicy
 from model_manager.serving.validation import OutputRules, check_inputs, check_outputs, select_outputs
 from model_manager.telemetry import PredictionLog
 from model_manager.telemetry.usage import Tracking, UsageRecorder
@@ -40,11 +39,11 @@ INLINE_MAX_ELEMENTS = 4096
 
 
 class PredictionRouter:
-    def __init__(self, registry: Registry, cache: ModelCache, usage: UsageRecorder,
+    def __init__(self, routes: RouteTable, cache: ModelCache, usage: UsageRecorder,
                  predict_timeout: float, settings: SettingsCache, predictions: PredictionLog,
                  shadows: ShadowDispatcher, inference_threads: int, model_concurrency: int = 4,
                  model_queue: int = 64) -> None:
-        self._routes = RouteTable(registry)
+        self._routes = routes
         self._cache = cache
         self._usage = usage
         self._timeout = predict_timeout
@@ -67,6 +66,10 @@ class PredictionRouter:
         """The servable version ``ref`` names (a number or an alias; None: the default route)."""
         return _servable(await self._routes.get(name), name, ref)
 
+    async def model(self, name: str) -> ModelRecord:
+        """The model's versions and aliases as the router serves them."""
+        return (await self._routes.get(name)).model
+
     async def predict(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest],
                       routing_key: str | None = None
                       ) -> tuple[InferenceRequest, InferenceResponse, ShadowJob | None]:
@@ -76,7 +79,7 @@ class PredictionRouter:
         or the request's sticky-key parameter, else at random by weight; the body is then parsed
         first, as the key may be in it. The shadow job, if the policy samples any shadow, is
         for the caller to ``dispatch`` once the response is sent."""
-        version, request, policy = await self._route(name, ref, decode, routing_key)
+        version, request, routes = await self._route(name, ref, decode, routing_key)
         with self._usage.track((name, version.number)) as tracking, self._admitted(name):
             request = request or decode()
             async with self._cache.acquire(version) as model:
@@ -89,7 +92,7 @@ class PredictionRouter:
         logged = random.random() < self._settings.get(name).prediction_log_rate
         if logged:
             self._predictions.record(name, prediction_id, version.number, "primary", results)
-        shadows = tuple(policy.sampled_shadows()) if policy else ()
+        shadows = _sampled_shadows(routes)
         job = ShadowJob(name, version.number, shadows, request, results,
                         tracking.inference or 0.0, prediction_id, logged) if shadows else None
         return request, InferenceResponse(name, version.number, tuple(outputs),
@@ -124,7 +127,8 @@ class PredictionRouter:
 
     async def _route(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest],
                      routing_key: str | None
-                     ) -> tuple[VersionRecord, InferenceRequest | None, TrafficPolicy | None]:
+                     ) -> tuple[VersionRecord, InferenceRequest | None, ModelRoutes | None]:
+        """The version to serve; with the model's routes when its traffic policy chose it."""
         routes = await self._routes.get(name)
         policy = None if ref else routes.policy
         if policy is None:
@@ -132,7 +136,7 @@ class PredictionRouter:
         request = decode()  # the routing key may be one of its parameters
         key = routing_key or request.parameters.get(policy.sticky_key)
         chosen = policy.choose(None if key is None else str(key))
-        return _servable(routes, name, str(chosen)), request, policy
+        return _servable(routes, name, str(chosen)), request, routes
 
     async def _run(self, model: LoadedModel, inputs: Tensors, names: Sequence[str],
                    tracking: Tracking) -> dict[str, Array]:
@@ -200,6 +204,14 @@ def _servable(routes: ModelRoutes, name: str, ref: str | None) -> VersionRecord:
     if version.archived:
         raise NotFound(f"version {version.number} of {name!r} is archived")
     return version
+
+
+def _sampled_shadows(routes: ModelRoutes | None) -> tuple[VersionRecord, ...]:
+    """The shadow versions the traffic policy samples for one request (none without one)."""
+    if routes is None or routes.policy is None:
+        return ()
+    sampled = set(routes.policy.sampled_shadows())
+    return tuple(v for v in routes.model.versions if v.number in sampled)
 
 
 def _timed(runtime: Runtime, inputs: Tensors, names: Sequence[str]) -> tuple[dict[str, Array], float]:

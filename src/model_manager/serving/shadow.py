@@ -19,13 +19,13 @@ from collections.abc import Mapping
 import anyio
 import anyio.to_thread
 
-from model_manager.registry import Registry, VersionRecord
+from model_manager.registry import VersionRecord
 from model_manager.runtimes import Runtime
 from model_manager.serving.cache import ModelCache
 from model_manager.serving.inference import InferenceRequest
 from model_manager.serving.validation import check_inputs
 from model_manager.telemetry import Comparison, Metrics, PredictionLog, ShadowStats, compare
-from model_manager.types import Array, VersionKey
+from model_manager.types import Array
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class ShadowJob:
 
     model: str
     primary: int
-    shadows: tuple[int, ...]
+    shadows: tuple[VersionRecord, ...]
     request: InferenceRequest
     outputs: Mapping[str, Array]
     """What the primary answered, by output name."""
@@ -53,10 +53,8 @@ class ShadowJob:
 
 
 class ShadowDispatcher:
-    def __init__(self, registry: Registry, cache: ModelCache, stats: ShadowStats,
-                 predictions: PredictionLog, metrics: Metrics, timeout: float,
-                 queue_limit: int = QUEUE_LIMIT) -> None:
-        self._registry = registry
+    def __init__(self, cache: ModelCache, stats: ShadowStats, predictions: PredictionLog,
+                 metrics: Metrics, timeout: float, queue_limit: int = QUEUE_LIMIT) -> None:
         self._cache = cache
         self._stats = stats
         self._predictions = predictions
@@ -66,7 +64,6 @@ class ShadowDispatcher:
         self._queues: dict[str, asyncio.Queue[ShadowJob]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._limiter = anyio.CapacityLimiter(1)
-        self._versions: dict[VersionKey, VersionRecord] = {}
 
     def submit(self, job: ShadowJob) -> None:
         """Queue the job for the model's worker, or drop it when the queue is full."""
@@ -82,9 +79,9 @@ class ShadowDispatcher:
 
     def drop(self, job: ShadowJob) -> None:
         """Count the job's shadow copies as dropped (a full queue, or a model under load)."""
-        for number in job.shadows:
-            self._stats.drop(job.model, job.primary, number)
-            self._metrics.on_shadow((job.model, number), "dropped")
+        for version in job.shadows:
+            self._stats.drop(job.model, job.primary, version.number)
+            self._metrics.on_shadow((job.model, version.number), "dropped")
 
     async def close(self) -> None:
         """Stop the workers; queued jobs are dropped uncounted (the server is stopping)."""
@@ -103,13 +100,14 @@ class ShadowDispatcher:
             jobs = [await queue.get()]
             while len(jobs) < BATCH and not queue.empty():
                 jobs.append(queue.get_nowait())
-            for number in sorted({n for job in jobs for n in job.shadows}):
-                await self._replay(number, [job for job in jobs if number in job.shadows])
+            shadows = {v.number: v for job in jobs for v in job.shadows}
+            for number in sorted(shadows):
+                await self._replay(shadows[number], [job for job in jobs if any(
+                    v.number == number for v in job.shadows)])
 
-    async def _replay(self, number: int, jobs: list[ShadowJob]) -> None:
-        key = (jobs[0].model, number)
+    async def _replay(self, version: VersionRecord, jobs: list[ShadowJob]) -> None:
+        number = version.number
         try:
-            version = await self._version(key)
             async with self._cache.acquire(version) as model:
                 with anyio.fail_after(self._timeout * len(jobs)):
                     results = await anyio.to_thread.run_sync(
@@ -133,14 +131,6 @@ class ShadowDispatcher:
         self._metrics.on_shadow(key, "ok")
         if job.logged:
             self._predictions.record(job.model, job.prediction_id, number, "shadow", outputs)
-
-    async def _version(self, key: VersionKey) -> VersionRecord:
-        """The shadow's record; versions are immutable, so it is read once."""
-        version = self._versions.get(key)
-        if version is None:
-            version = await anyio.to_thread.run_sync(self._registry.get_version, key[0], key[1])
-            self._versions[key] = version
-        return version
 
 
 _Replayed = tuple[dict[str, Array], float, Comparison]

@@ -15,7 +15,8 @@ __all__ = ["ArtifactStore", "LocalStore", "MemoryStore", "StagedFile", "iter_fil
 
 def open_store(url: str, cache_dir: Path | None = None) -> ArtifactStore:
     """The store for a ``--store-url``: a local folder path (or ``file://``), ``s3://bucket/prefix``
-    (the s3 extra; blobs are cached in ``cache_dir``), or ``memory://``."""
+    (the s3 extra; blobs are cached in ``cache_dir``), or ``memory://``. A local folder is made
+    now if need be: once the server runs, its absence means the volume is gone."""
     if url.startswith("memory://"):
         return MemoryStore()
     if url.startswith("s3://"):
@@ -29,4 +30,5 @@ def open_store(url: str, cache_dir: Path | None = None) -> ArtifactStore:
 
         raise UnsupportedFormat(f"unsupported store URL {url!r}: use a folder path or "
                                 f"s3://bucket/prefix")
+    Path(url).mkdir(parents=True, exist_ok=True)
     return LocalStore(url)

@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from model_manager.errors import NotFound
+from model_manager.errors import NotFound, Unreachable
 from model_manager.store.base import StagedFile
 from model_manager.types import Digest
 
@@ -43,10 +43,19 @@ class LocalStore:
         _fsync_dir(target.parent)
 
     def fetch(self, digest: Digest) -> Path:
+        """The blob's path. Raises Unreachable when the store's folder itself is gone or cannot
+        be read (a volume not mounted, or failing), NotFound when only the blob is missing."""
         path = self._path(digest)
-        if not path.is_file():
-            raise NotFound(f"artifact {digest} is missing from the store at {self.root}")
-        return path
+        try:
+            if path.is_file():
+                return path
+            if not self.root.is_dir():
+                raise Unreachable(f"the artifact store at {self.root} is unreachable (the "
+                                  f"folder is missing); retry once it is back")
+        except OSError as exc:
+            raise Unreachable(f"the artifact store at {self.root} cannot be read: "
+                              f"{exc.strerror or exc}") from exc
+        raise NotFound(f"artifact {digest} is missing from the store at {self.root}")
 
     def delete(self, digest: Digest) -> None:
         self._path(digest).unlink(missing_ok=True)

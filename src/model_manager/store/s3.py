@@ -16,11 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from model_manager.errors import NotFound
+from model_manager.errors import NotFound, Unreachable
 from model_manager.store.base import StagedFile
 from model_manager.types import Digest
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException"}
 MULTIPART_THRESHOLD = 64 * 1024**2
 
 
@@ -71,6 +72,7 @@ class S3Store:
             if _is_missing(exc):
                 raise NotFound(f"artifact {digest} is missing from s3://{self.bucket}/"
                                f"{self.prefix}") from exc
+            self._raise_unreachable(exc)
             raise
         return cached
 
@@ -84,6 +86,7 @@ class S3Store:
         except Exception as exc:
             if _is_missing(exc):
                 return False
+            self._raise_unreachable(exc)
             raise
         return True
 
@@ -97,6 +100,20 @@ class S3Store:
                 if _DIGEST.match(name):
                     found[name] = int(item["Size"])
         return found
+
+    def _raise_unreachable(self, exc: Exception) -> None:
+        """Raise ``exc`` as Unreachable when it means S3 cannot be reached or is failing (no
+        connection, a timeout, a 5xx or throttling answer)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        response = getattr(exc, "response", None) or {}
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        code = str(response.get("Error", {}).get("Code", ""))
+        if isinstance(exc, ClientError) and status < 500 and code not in _TRANSIENT_CODES:
+            return
+        if isinstance(exc, (BotoCoreError, ClientError)):
+            raise Unreachable(f"the artifact store s3://{self.bucket}/{self.prefix} cannot be "
+                              f"reached: {str(exc)[:300]}") from exc
 
     def _key(self, digest: str) -> str:
         if digest and not _DIGEST.match(digest):
