@@ -34,10 +34,18 @@ class PostgresServer:
             self._user = ["runuser", "-u", "postgres", "--"]
         self._run("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust", "-E",
                   "UTF8", "--no-locale", "--no-sync")
+        self.start()
+        self._names = itertools.count()
+
+    def start(self) -> None:
+        """Start the server (again, after ``pause``: same port, same data)."""
         self._run("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "-t",
                   "30", "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off", "start")
-        self._names = itertools.count()
+
+    def pause(self) -> None:
+        """Stop the server as an outage would (connections dropped), keeping its data."""
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
 
     def new_database(self) -> str:
         """A fresh, empty database's SQLAlchemy URL."""

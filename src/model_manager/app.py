@@ -27,11 +27,13 @@ from model_manager.api import (
     memory_routes,
     metrics_routes,
     monitoring_routes,
+    status_routes,
     v2_routes,
 )
 from model_manager.api.codec import TensorLimits
 from model_manager.catalog import Catalog
 from model_manager.clock import Clock
+from model_manager.errors import Unreachable
 from model_manager.governance import Governance, Limits
 from model_manager.health import HealthMonitor, Thresholds
 from model_manager.registry import Registry
@@ -42,6 +44,7 @@ from model_manager.serving.hooks import HookFanout
 from model_manager.serving.lifecycle import warm
 from model_manager.serving.memory import freeze_startup_objects, tune_allocator
 from model_manager.serving.model_settings import SettingsCache
+from model_manager.serving.routes import RouteTable
 from model_manager.serving.shadow import ShadowDispatcher
 from model_manager.settings import Settings
 from model_manager.store import open_store
@@ -54,6 +57,8 @@ from model_manager.telemetry import (
     UsageRecorder,
     UsageStore,
 )
+from model_manager.telemetry.audit import AuditTrail
+from model_manager.telemetry.metrics import WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +93,22 @@ def create_app(settings: Settings) -> FastAPI:
     model_settings = SettingsCache(registry, settings.prediction_log_rate)
     predictions = PredictionLog(registry, settings.prediction_log_rows, clock)
     shadow_stats = ShadowStats(registry, clock)
-    shadows = ShadowDispatcher(registry, cache, shadow_stats, predictions, metrics,
+    shadows = ShadowDispatcher(cache, shadow_stats, predictions, metrics,
                                settings.predict_timeout, settings.shadow_queue)
-    router = PredictionRouter(registry, cache, usage, settings.predict_timeout, model_settings,
+    routes = RouteTable(registry, on_read=lambda outcome: metrics.route_reads.labels(outcome).inc())
+    router = PredictionRouter(routes, cache, usage, settings.predict_timeout, model_settings,
                               predictions, shadows, settings.inference_threads,
                               settings.model_concurrency, settings.model_queue)
     lifecycle = VersionLifecycle(catalog, cache, health, events)
     guard = CanaryGuard(registry, model_settings, usage, lifecycle, events, clock)
+    audit = AuditTrail(registry)
     governance = Governance(catalog, cache, usage, health, thresholds,
-                            Limits.from_settings(settings), settings.memory_budget, events)
-    flushed = (usage, shadow_stats, predictions)
+                            Limits.from_settings(settings), settings.memory_budget, events, audit)
+    flushed = (usage, shadow_stats, predictions, audit)
+    writers: dict[str, WriteBehind] = {"usage": usage, "shadow": shadow_stats,
+                                       "predictions": predictions, "audit": audit}
+    metrics.watch_registry(lambda: float(registry.status.is_up), registry.status.down_seconds,
+                           writers)
     readiness = Readiness()
     keys = KeyRing(registry)
 
@@ -135,7 +146,12 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await shadows.close()
-            await _flush(*flushed)
+            try:
+                await _flush(*flushed)
+            except Unreachable as exc:
+                lost = {kind: w.pending_count() for kind, w in writers.items()}
+                log.error("stopping with writes the registry could not take, which are lost "
+                          "(%s): %s", lost, exc.message)
             await cache.close()
             registry.close()
 
@@ -149,6 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(keys_routes(keys))
     app.include_router(memory_routes(cache, history, clock))
     app.include_router(metrics_routes(metrics))
+    app.include_router(status_routes(registry.status, writers))
     app.include_router(dashboard_routes())
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)
@@ -183,16 +200,21 @@ async def _start_up(lifecycle: VersionLifecycle, settings: Settings, readiness: 
 
 
 async def _every(seconds: float, work: Callable[..., Awaitable[Any]], *args: Any) -> None:
-    """Run ``work`` every ``seconds``; a failure is logged and the next round still runs."""
+    """Run ``work`` every ``seconds``; a failure is logged and the next round still runs. While
+    the registry is unreachable (logged once, by ``RegistryStatus``) a round just waits for the
+    next: flushes keep their batches, the guard and cleanup pause."""
     while True:
         await asyncio.sleep(seconds)
         try:
             await work(*args)
+        except Unreachable as exc:
+            log.debug("periodic %s waits for the registry: %s", getattr(work, "__name__", work),
+                      exc.message)
         except Exception:
             log.exception("periodic %s failed", getattr(work, "__name__", work))
 
 
-async def _flush(*recorders: UsageRecorder | ShadowStats | PredictionLog) -> None:
+async def _flush(*recorders: UsageRecorder | ShadowStats | PredictionLog | AuditTrail) -> None:
     """Write what each recorder gathered; one failing does not keep the others from writing."""
     failed = None
     for recorder in recorders:

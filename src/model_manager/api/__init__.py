@@ -13,6 +13,7 @@ from model_manager.api.management import management_routes
 from model_manager.api.memory import memory_routes
 from model_manager.api.metrics import metrics_routes
 from model_manager.api.monitoring import monitoring_routes
+from model_manager.api.status import status_routes
 from model_manager.api.v2 import Readiness, v2_routes
 
 __all__ = [
@@ -30,5 +31,6 @@ __all__ = [
     "metrics_routes",
     "monitoring_routes",
     "status_of",
+    "status_routes",
     "v2_routes",
 ]

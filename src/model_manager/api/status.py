@@ -1,0 +1,28 @@
+"""``GET /api/status``: how this server stands with what it depends on.
+
+The registry (``ok``, ``unreachable`` or ``unwritable``, since when, its last answer) and the
+writes waiting in memory for it. It reads nothing from the database, so it answers during an
+outage, which is when it matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter
+
+from model_manager.registry.status import RegistryStatus
+from model_manager.telemetry.metrics import WriteBehind
+
+
+def status_routes(registry: RegistryStatus, writers: Mapping[str, WriteBehind]) -> APIRouter:
+    api = APIRouter(prefix="/api")
+
+    @api.get("/status")
+    async def status() -> dict[str, Any]:
+        return {"registry": registry.to_json(),
+                "writes_pending": {kind: w.pending_count() for kind, w in writers.items()},
+                "writes_dropped": {kind: w.writes_dropped for kind, w in writers.items()}}
+
+    return api
