@@ -6,8 +6,10 @@ every few seconds and after each change here) and compares hashes in constant ti
 
 Roles: ``admin`` may do everything; ``deployer`` may read and change models (uploads, aliases,
 traffic, promotions, cleanup); ``predict`` may run inference and read model metadata; ``read`` may
-read everything but keys. While no key exists, the server is open; once one does, every request
-but the health checks and the dashboard's static files needs one.
+read everything but keys. While no key has ever existed, the server is open; once one has, every
+request but the health checks and the dashboard's static files needs one, for good: revoking keys
+never opens the server again, and the last active admin key cannot be revoked (``RECOVERY`` says
+how to get back in when every admin key is lost).
 """
 
 from __future__ import annotations
@@ -24,14 +26,19 @@ from typing import Any
 import sqlalchemy as sa
 
 from model_manager.errors import Conflict, InvalidInput, NotFound
-from model_manager.registry import Registry, check_alias_name
+from model_manager.registry import Registry
 from model_manager.registry import schema as t
+from model_manager.registry.names import check_key_name
 
 ROLES = ("admin", "deployer", "predict", "read")
 GRANTS = {"admin": {"admin", "deploy", "predict", "read", "metadata"},
           "deployer": {"deploy", "predict", "read", "metadata"},
           "predict": {"predict", "metadata"}, "read": {"read", "metadata"}}
 """What each role may do: the permissions a request can need."""
+RECOVERY = ("on the server's machine, `model-manager keys create --data-dir <its data dir> "
+            "--role admin --name <name>` adds an admin key without the server (or --db-url for "
+            "its database); the server picks it up within seconds")
+"""How to get an admin key back when none works: straight into the registry, offline."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +68,13 @@ class KeyRing:
         self._clock = clock
         self._keys: dict[str, ApiKey] = {}
         self._read_at = -1e9
+        self._has_had_keys = False
 
     @property
     def enforced(self) -> bool:
-        """Whether requests need a key: some key is active."""
-        return any(k.revoked_at is None for k in self._keys.values())
+        """Whether requests need a key: some key, active or revoked, has existed (once true, it
+        stays true for this process, whatever later happens to the keys table)."""
+        return self._has_had_keys
 
     def refresh(self) -> None:
         """Re-read the keys (blocking: call from a thread)."""
@@ -73,6 +82,7 @@ class KeyRing:
             rows = conn.execute(sa.select(t.api_keys)).all()
         self._keys = {r.id: ApiKey(r.id, r.name, r.role, r.salt, r.hash, r.created_at,
                                    r.revoked_at) for r in rows}
+        self._has_had_keys = self._has_had_keys or bool(self._keys)
         self._read_at = self._clock()
 
     def is_stale(self, seconds: float) -> bool:
@@ -89,7 +99,7 @@ class KeyRing:
 
     def create(self, name: str, role: str) -> tuple[ApiKey, str]:
         """A new key and its secret form, which is shown once (blocking)."""
-        check_alias_name(name)
+        check_key_name(name)
         if role not in ROLES:
             raise InvalidInput(f"role {role!r} is not one of {', '.join(ROLES)}")
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
@@ -103,12 +113,21 @@ class KeyRing:
         return key, f"mm_{key_id}_{secret}"
 
     def revoke(self, name: str) -> ApiKey:
+        """Revoke the active key ``name`` (blocking). The last active admin key is refused
+        (Conflict): without one, nobody could manage keys any more."""
         with self._registry.writing() as conn:
+            admins = conn.execute(sa.select(t.api_keys.c.name).where(
+                t.api_keys.c.role == "admin", t.api_keys.c.revoked_at.is_(None))
+                .with_for_update()).scalars().all()  # concurrent revokes take turns (PostgreSQL)
+            if list(admins) == [name]:
+                raise Conflict(f"key {name!r} is the last active admin key; revoking it would "
+                               f"leave nobody able to manage keys. Create another admin key "
+                               f"first. If every admin key is ever lost: {RECOVERY}")
             done = conn.execute(t.api_keys.update().where(
                 t.api_keys.c.name == name, t.api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=datetime.now(UTC)))
         if done.rowcount == 0:
-            raise NotFound(f"no active key named {name!r}")
+            raise NotFound(f"no active key named {name[:80]!r}")
         self.refresh()
         return next(k for k in self._keys.values() if k.name == name)
 

@@ -178,13 +178,16 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _check_exposure(settings: Settings, keys: KeyRing) -> None:
-    """Refuse to serve a non-loopback address with no API key, unless told ``--insecure``."""
+    """Refuse to serve a non-loopback address with no API key, unless told ``--insecure``. Once
+    a key has existed, requests need one for good (``KeyRing.enforced``), so revoking keys while
+    serving cannot open the server either."""
     loopback = settings.host in ("127.0.0.1", "::1", "localhost") or settings.host.startswith("127.")
     if not loopback and not keys.enforced and not settings.insecure:
         raise RuntimeError(
             f"refusing to serve on {settings.host} without an API key: anyone who can reach it "
-            f"could change or delete models. Create a key first (serve on 127.0.0.1, then "
-            f"`model-manager keys create --role admin --name ops`), or pass --insecure")
+            f"could change or delete models. Create a key first (`model-manager keys create "
+            f"--data-dir {settings.data_dir} --role admin --name ops`, or serve on 127.0.0.1 "
+            f"and create it there), or pass --insecure")
 
 
 def app_from_environment() -> FastAPI:

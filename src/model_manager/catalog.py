@@ -11,14 +11,16 @@ at a missing blob. A crash in between leaves at worst an unreferenced blob, neve
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from model_manager.bounded_json import parse_json
 from model_manager.errors import Conflict, InvalidInput, ModelManagerError, Unreachable
 from model_manager.probes import Probe
 from model_manager.registry import Registry, VersionRecord, check_model_name
@@ -58,6 +60,16 @@ class Catalog:
         if metadata.get("batching") is not None:
             BatchPolicy.from_json(metadata["batching"])
         staged = stage_stream(chunks, self.store.staging_dir, self.max_upload_size)
+        try:
+            with _paths_hidden(self.store.staging_dir, Path(tempfile.gettempdir())):
+                return self._add_staged(name, staged, filename, format, metadata, override,
+                                        probe, actor, compile)
+        finally:
+            staged.discard()
+
+    def _add_staged(self, name: str, staged: StagedFile, filename: str, format: str | None,
+                    metadata: dict[str, Any], override: Signature | None, probe: Probe | None,
+                    actor: str | None, compile: bool) -> VersionRecord:
         twin: StagedFile | None = None
         try:
             check_archive(staged.path)
@@ -74,7 +86,6 @@ class Catalog:
                 version = self._register(name, staged.sha256, staged.size, fmt.name, signature,
                                          metadata, actor, twin.sha256 if twin else None)
         finally:
-            staged.discard()
             if twin is not None:
                 twin.discard()
         release_freed_memory()  # the check load is gone: give its memory back
@@ -132,7 +143,8 @@ class Catalog:
                 log.warning("%s v%d: serving the original, its compiled twin failed to load: %s",
                             version.model, version.number, exc.message)
         path = self.store.fetch(version.sha256)
-        return get_format(version.format).load(path, self.options, version.signature)
+        with _paths_hidden(path.parent, Path(tempfile.gettempdir())):
+            return get_format(version.format).load(path, self.options, version.signature)
 
     def _register(self, name: str, sha256: str, size: int, fmt: str, signature: Signature,
                   metadata: dict[str, Any], actor: str | None,
@@ -158,14 +170,26 @@ class Catalog:
                 self.store.delete(digest)
 
 
+@contextlib.contextmanager
+def _paths_hidden(*places: Path) -> Iterator[None]:
+    """Cut paths under ``places`` out of the messages of domain errors raised inside: callers
+    see what failed, not where the server keeps its files."""
+    try:
+        yield
+    except ModelManagerError as exc:
+        message = exc.message
+        for place in sorted((str(p) for p in places), key=len, reverse=True):
+            message = re.sub(re.escape(place) + r"""[^\s'",:;)\]]*""", "<server file>", message)
+        exc.message, exc.args = message, (message,)
+        raise
+
+
 def parse_metadata(text: str | None) -> dict[str, Any]:
-    """An upload's ``metadata`` field: a JSON object, or nothing."""
+    """An upload's ``metadata`` field: a JSON object (within ``bounded_json``'s limits), or
+    nothing."""
     if not text:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"metadata is not valid JSON: {exc}") from exc
+    value = parse_json(text, "metadata")
     if not isinstance(value, dict):
         raise InvalidInput("metadata must be a JSON object")
     return value

@@ -22,8 +22,8 @@ _UNITS = {
     "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
     "ti": 1024**4, "tib": 1024**4,
 }
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|)\s*$")
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*")
 _SECONDS = {"ms": 0.001, "": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -33,7 +33,7 @@ def parse_size(text: str | int) -> int:
     """Parse a byte size such as ``512MiB``, ``2GB`` or ``1048576``."""
     if isinstance(text, int):
         return text
-    match = _SIZE.match(text)
+    match = _SIZE.fullmatch(text)
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _UNITS:
         raise ValueError(f"not a size: {text!r} (use bytes or units such as 512MiB, 2GiB, 100MB)")
@@ -44,7 +44,7 @@ def parse_duration(text: str | float) -> float:
     """Parse a duration such as ``30m``, ``10s``, ``1.5h`` or ``0`` into seconds."""
     if isinstance(text, int | float):
         return float(text)
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if match is None:
         raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 10s, 30m, 1h, or 0)")
     return float(match.group(1)) * _SECONDS[match.group(2)]

@@ -95,3 +95,27 @@ def test_all_json_response_has_no_binary_header() -> None:
     body, headers = encode_response(response, InferenceRequest(()))
     assert headers == {"content-type": "application/json"}
     assert json.loads(body)["outputs"][0]["shape"] == [1, 2]
+
+
+def test_deep_parameters_and_data_are_refused_without_recursion() -> None:
+    deep: list[object] = []
+    for _ in range(40):
+        deep = [deep]
+    doc = {"inputs": [{"name": "t", "datatype": "FP32", "shape": [1], "data": [1],
+                       "parameters": {"p": deep}}]}
+    with pytest.raises(InvalidInput, match="input 't' parameters nests"):
+        decode_request(json.dumps(doc).encode(), None)
+    texts = (b'{"inputs": [{"name": "t", "datatype": "BYTES", "shape": [1], "data": '
+             + b"[" * 1000 + b'"a"' + b"]" * 1000 + b"}]}")
+    with pytest.raises(InvalidInput, match="more than 64 levels deep"):
+        decode_request(texts, None)
+    shaped = (b'{"inputs": [{"name": "t", "datatype": "FP32", "shape": '
+              + b"[" * 1000 + b"]" * 1000 + b', "data": [1]}]}')
+    with pytest.raises(InvalidInput, match=r"shape must be a list .* got \[\[\.\.\.\]\]"):
+        decode_request(shaped, None)
+
+
+@pytest.mark.parametrize("length", ["9" * 5000, "\u00b2", "\u0663", "-1", "1e3"])
+def test_a_header_length_that_is_not_a_byte_count_is_refused(length: str) -> None:
+    with pytest.raises(InvalidInput, match="Inference-Header-Content-Length must be a byte count"):
+        decode_request(b"{}", length)

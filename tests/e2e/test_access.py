@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,15 @@ BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_keys_and_roles(tmp_path: Path) -> None:
@@ -76,3 +87,55 @@ def test_a_public_address_without_keys_is_refused(tmp_path: Path, host: str) -> 
                              str(tmp_path / "var")], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "without an API key" in result.stdout + result.stderr and "--insecure" in result.stderr
+
+
+def test_revoking_the_last_admin_key_cannot_open_the_server(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "var")
+    try:
+        admin = bearer(server.cli("keys", "create", "--role", "admin", "--name", "ops").stdout.strip())
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            read = client.post("/api/keys", json={"name": "reader", "role": "read"}, headers=admin)
+            assert client.delete("/api/keys/reader", headers=admin).status_code == 200
+            refused = client.delete("/api/keys/ops", headers=admin)
+            assert refused.status_code == 409, refused.text
+            message = refused.json()["error"]
+            assert "last active admin key" in message and "model-manager keys create" in message
+            assert "--data-dir" in message
+            assert client.get("/api/keys", headers=admin).status_code == 200  # ops still works
+            assert client.get("/api/keys").status_code == 401
+            assert client.post("/api/keys", json={"name": "x", "role": "admin"}).status_code == 401
+            assert client.get("/api/models", headers=bearer(read.json()["key"])).status_code == 401
+
+            # Every admin key lost: one made offline, straight into the data dir, gets back in.
+            made = subprocess.run([CLI, "keys", "create", "--data-dir", str(server.data_dir),
+                                   "--role", "admin", "--name", "rescue"],
+                                  capture_output=True, text=True, timeout=60, check=True)
+            rescue = bearer(made.stdout.strip())
+
+            def rescue_works() -> bool:
+                return client.get("/api/keys", headers=rescue).status_code == 200
+
+            assert wait_for(rescue_works), "the server never picked up the offline key"
+            assert client.delete("/api/keys/ops", headers=rescue).status_code == 200
+            assert client.delete("/api/keys/rescue", headers=rescue).status_code == 409
+            assert client.get("/api/keys").status_code == 401
+            assert client.get("/api/keys", headers=admin).status_code == 401  # ops is revoked
+    finally:
+        server.stop()
+
+
+def test_a_key_made_offline_holds_from_the_next_start(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    made = subprocess.run([CLI, "keys", "create", "--data-dir", str(data_dir), "--role", "admin",
+                           "--name", "ops"], capture_output=True, text=True, timeout=60)
+    assert made.returncode != 0 and "registry.db" in made.stderr  # not a server's data dir yet
+    ServerProcess(data_dir).stop()  # a first start creates the registry
+    made = subprocess.run([CLI, "keys", "create", "--data-dir", str(data_dir), "--role", "admin",
+                           "--name", "ops"], capture_output=True, text=True, timeout=60, check=True)
+    assert made.stdout.startswith("mm_")
+    server = ServerProcess(data_dir)
+    try:
+        response = httpx.get(f"{server.url}/api/models")
+        assert response.status_code == 401
+    finally:
+        server.stop()

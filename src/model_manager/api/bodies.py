@@ -1,21 +1,19 @@
-"""Request bodies that are one JSON value."""
+"""Request bodies that are one JSON value, parsed within ``bounded_json``'s limits."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from model_manager.bounded_json import parse_json
 from model_manager.errors import InvalidInput
 
 
 def json_value(body: bytes) -> Any:
-    """The body parsed as JSON (None when empty)."""
+    """The body parsed as JSON (None when empty); InvalidInput when it is not JSON, holds an
+    integer past 64 bits or nests too deep."""
     if not body.strip():
         return None
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
+    return parse_json(body)
 
 
 def json_object(body: bytes) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from model_manager.bounded_json import check_depth, load_json
 from model_manager.errors import InvalidInput, TooLarge
 from model_manager.runtimes.signature import DATATYPES
 from model_manager.serving.inference import (
@@ -31,6 +32,9 @@ from model_manager.types import Array
 
 HEADER_LENGTH = "inference-header-content-length"
 _JSON_KINDS = {"BOOL": "b", "UINT": "ui", "INT": "ui", "FP": "uif"}
+_MAX_LENGTH_DIGITS = 18
+MAX_RANK = 64
+"""Dimensions of a tensor, as numpy allows: JSON ``data`` nested deeper is refused."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +50,11 @@ class TensorLimits:
 
 def decode_request(body: bytes, header_length: str | None,
                    limits: TensorLimits = TensorLimits()) -> InferenceRequest:
-    """Parse an infer request body; raises InvalidInput (or TooLarge) saying what is wrong."""
+    """Parse an infer request body; raises InvalidInput (or TooLarge) saying what is wrong.
+    Numbers and nesting stay within ``bounded_json``'s limits: parameters objects are depth
+    checked, ``data`` may nest ``MAX_RANK`` lists (the elements themselves are not walked twice)."""
     json_part, binary = _split(body, header_length)
-    doc = _parse_json(json_part)
+    doc = load_json(json_part)
     if not isinstance(doc, dict):
         raise InvalidInput("the request body must be a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")
@@ -86,19 +92,6 @@ def encode_response(response: InferenceResponse,
     return b"".join([header, *chunks]), headers
 
 
-def _parse_json(text: bytes) -> Any:
-    """orjson first; the standard library for what only it accepts (NaN and Infinity
-    literals, integers past 64 bits)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
-
-
 def _dump_json(doc: dict[str, Any], outputs: tuple[InferOutput, ...]) -> bytes:
     """orjson, unless an output holds NaN or infinities: those are written as the standard
     library does (``NaN``, ``Infinity``), which clients' JSON parsers accept and orjson would
@@ -112,10 +105,11 @@ def _dump_json(doc: dict[str, Any], outputs: tuple[InferOutput, ...]) -> bytes:
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
-    if not header_length.strip().isdigit():
+    text = header_length.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_LENGTH_DIGITS):
         raise InvalidInput(f"Inference-Header-Content-Length must be a byte count, "
                            f"got {header_length[:40]!r}")
-    n = int(header_length)
+    n = int(text)
     if n > len(body):
         raise InvalidInput(f"Inference-Header-Content-Length is {n}, past the body's "
                            f"{len(body)} bytes")
@@ -150,8 +144,17 @@ def _shape(name: str, shape: Any) -> tuple[int, ...]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     if not valid:
         raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, "
-                           f"got {json.dumps(shape)[:80]}")
+                           f"got {_preview(shape)}")
     return tuple(shape)
+
+
+def _preview(value: Any) -> str:
+    """A caller's value, short, for an error message: never a walk of what it nests."""
+    if isinstance(value, list):
+        shown = ", ".join("[...]" if isinstance(v, list) else "{...}" if isinstance(v, dict)
+                          else repr(v)[:24] for v in value[:8])
+        return f"[{shown}{', ...' if len(value) > 8 else ''}]"
+    return "{...}" if isinstance(value, dict) else repr(value)[:80]
 
 
 def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any,
@@ -184,12 +187,14 @@ def _all_ints(datatype: str, data: Any) -> bool:
     return "INT" in datatype and all(type(v) is int for v in _flatten(data))
 
 
-def _flatten(data: Any) -> list[Any]:
+def _flatten(data: Any, depth: int = 0) -> list[Any]:
     if not isinstance(data, list):
         return [data]
+    if depth == MAX_RANK:
+        raise InvalidInput(f"data nests lists more than {MAX_RANK} levels deep")
     flat: list[Any] = []
     for item in data:
-        flat.extend(_flatten(item))
+        flat.extend(_flatten(item, depth + 1))
     return flat
 
 
@@ -286,6 +291,7 @@ def _object(raw: Any, what: str) -> dict[str, Any]:
         return {}
     if not isinstance(raw, Mapping):
         raise InvalidInput(f"{what} must be a JSON object")
+    check_depth(raw, what)
     return dict(raw)
 
 

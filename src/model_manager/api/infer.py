@@ -15,9 +15,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_manager import errors
 from model_manager.api.codec import HEADER_LENGTH, TensorLimits, decode_request, encode_response
-from model_manager.api.errors import status_of
+from model_manager.api.errors import BUG_MESSAGE, log_bug, log_failure, shown_path, status_of
 from model_manager.api.limits import too_large_message
-from model_manager.serving import PredictionRouter
+from model_manager.serving import InferenceRequest, PredictionRouter
 from model_manager.serving.shadow import ShadowJob
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,8 @@ class InferEndpoint:
         except errors.ModelManagerError as exc:
             status, body, headers, after = _domain_error(scope, exc)
         except Exception as exc:
-            log.exception("request failed: status=500 method=POST path=%s error=unhandled %s",
-                          scope["path"], type(exc).__name__)
-            status, body, headers, after = _error(
-                500, f"internal error ({type(exc).__name__}); see the server log")
+            log_bug("POST", scope["path"], exc)
+            status, body, headers, after = _error(500, BUG_MESSAGE.format(type(exc).__name__))
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -56,10 +54,26 @@ class InferEndpoint:
         raw = await _read_body(receive, scope, self._limit)
         header_length, routing_key = _headers(scope)
         request, result, job = await self._router.predict(
-            name, version, lambda: decode_request(raw, header_length, self._limits),
+            name, version, lambda: _decoded(scope, raw, header_length, self._limits),
             routing_key=routing_key)
         body, headers = encode_response(result, request)
         return 200, body, [(k.encode(), v.encode()) for k, v in headers.items()], job
+
+
+def _decoded(scope: Scope, raw: bytes, header_length: str | None,
+             limits: TensorLimits) -> InferenceRequest:
+    """The request body decoded. Whatever fails while decoding it is the caller's bad input, so
+    it never counts against the model (its health, the canary guard): an unexpected exception
+    is logged as the bug it is, and answered as a body the server could not decode."""
+    try:
+        return decode_request(raw, header_length, limits)
+    except errors.ModelManagerError:
+        raise
+    except Exception as exc:
+        log.error("request failed: status=400 method=POST path=%s error=undecodable body, "
+                  "unhandled %s", shown_path(scope["path"]), type(exc).__name__, exc_info=exc)
+        raise errors.InvalidInput(f"the request body could not be decoded "
+                                  f"({type(exc).__name__})") from None
 
 
 def _infer_target(path: str) -> tuple[str, str | None] | None:
@@ -76,7 +90,7 @@ def _infer_target(path: str) -> tuple[str, str | None] | None:
 
 async def _read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
     for key, value in scope["headers"]:
-        if key == b"content-length" and value.isdigit() and int(value) > limit:
+        if key == b"content-length" and value.isdigit() and (len(value) > 18 or int(value) > limit):
             raise errors.TooLarge(too_large_message(limit, "--max-request-size"))
     chunks, size = [], 0
     while True:
@@ -105,9 +119,7 @@ def _headers(scope: Scope) -> tuple[str | None, str | None]:
 def _domain_error(scope: Scope, exc: errors.ModelManagerError
                   ) -> tuple[int, bytes, list[tuple[bytes, bytes]], None]:
     status = status_of(exc)
-    if status >= 500:  # the server could not serve; client mistakes are not logged
-        log.warning("request failed: status=%d method=POST path=%s error=%s", status,
-                    scope["path"], exc.message)
+    log_failure(status, "POST", scope["path"], exc.message)
     status, body, headers, _ = _error(status, exc.message)
     if isinstance(exc, errors.Unavailable):
         headers.append((b"retry-after", str(exc.retry_after).encode()))

@@ -6,7 +6,6 @@ from typing import Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, StrictInt
 from starlette.datastructures import UploadFile
 
 from model_manager.api.bodies import json_object
@@ -20,12 +19,6 @@ from model_manager.serving import ModelCache, VersionLifecycle
 from model_manager.store import iter_file
 from model_manager.telemetry import UsageRecorder, usage_report
 from model_manager.telemetry.recent import Series, fleet_report, recent_report
-
-
-class AliasBody(BaseModel):
-    version: StrictInt | str
-    force: bool = False
-    """Point production at a version whose golden probe fails."""
 
 
 def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: ModelCache,
@@ -78,8 +71,9 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
         return {"deleted": record.to_json()}
 
     @api.put("/models/{name}/aliases/{alias}")
-    async def set_alias(name: str, alias: str, body: AliasBody) -> dict[str, Any]:
-        record = await lifecycle.set_alias(name, alias, body.version, force=body.force)
+    async def set_alias(name: str, alias: str, request: Request) -> dict[str, Any]:
+        ref, force = _version_ref(await request.body())
+        record = await lifecycle.set_alias(name, alias, ref, force=force)
         return {"model": name, "alias": alias, "version": record.number}
 
     @api.delete("/models/{name}/aliases/{alias}", status_code=204)
@@ -104,8 +98,9 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
         return Response(status_code=204)
 
     @api.post("/models/{name}/promote")
-    async def promote(name: str, body: AliasBody) -> dict[str, Any]:
-        record = await lifecycle.promote(name, body.version, force=body.force)
+    async def promote(name: str, request: Request) -> dict[str, Any]:
+        ref, force = _version_ref(await request.body())
+        record = await lifecycle.promote(name, ref, force=force)
         return {"model": name, "alias": "production", "version": record.number}
 
     @api.post("/models/{name}/rollback")
@@ -160,6 +155,19 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
 
 
 _STATUS_ORDER = ["unhealthy", "degraded", "healthy", "idle", "unknown"]
+
+
+def _version_ref(body: bytes) -> tuple[str | int, bool]:
+    """An alias or promote body, ``{"version": 3}`` or ``{"version": "staging"}`` with an
+    optional ``"force": true`` (point production at a version whose golden probe fails)."""
+    doc = json_object(body)
+    ref, force = doc.get("version"), doc.get("force", False)
+    if isinstance(ref, bool) or not isinstance(ref, int | str):
+        raise InvalidInput('the body is {"version": 3} or {"version": "staging"}, '
+                           'with an optional "force": true')
+    if not isinstance(force, bool):
+        raise InvalidInput("force is true or false")
+    return ref, force
 
 
 def _flag(value: str | None, field: str) -> bool:

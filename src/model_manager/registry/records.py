@@ -9,6 +9,9 @@ from typing import Any
 from model_manager.errors import NotFound
 from model_manager.runtimes.signature import Signature
 
+MAX_VERSION_DIGITS = 19
+"""Version numbers are SQL BIGINTs: a reference with more digits names no version."""
+
 
 @dataclasses.dataclass(frozen=True)
 class VersionRecord:
@@ -68,16 +71,18 @@ class ModelRecord:
         for version in self.versions:
             if version.number == number:
                 return version
-        raise NotFound(f"model {self.name!r} has no version {number}")
+        raise NotFound(f"model {self.name!r} has no version {_shown(number)}")
 
     def _number(self, ref: str | int) -> int:
         if isinstance(ref, int):
             return ref
         if ref.isascii() and ref.isdigit():
+            if len(ref) > MAX_VERSION_DIGITS:  # no such version; and int() of it may not be cheap
+                raise NotFound(f"model {self.name!r} has no version {_shown(ref)}")
             return int(ref)
         if ref in self.aliases:
             return self.aliases[ref]
-        raise NotFound(f"model {self.name!r} has no version or alias {ref[:80]!r}")
+        raise NotFound(f"model {self.name!r} has no version or alias {_shown(ref)!r}")
 
     def to_json(self, with_versions: bool = True) -> dict[str, Any]:
         latest = self.latest
@@ -104,3 +109,9 @@ class EventRecord:
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "kind": self.kind, "details": self.details,
                 "actor": self.actor, "created_at": self.created_at.isoformat()}
+
+
+def _shown(ref: str | int) -> str:
+    """A version reference as an error message shows it: long ones cut."""
+    text = str(ref)
+    return text if len(text) <= 40 else f"{text[:24]}... ({len(text)} characters)"

@@ -11,7 +11,7 @@ from model_manager.errors import NotFound, Unreachable
 from model_manager.store.base import StagedFile
 from model_manager.types import Digest
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class LocalStore:
@@ -65,10 +65,10 @@ class LocalStore:
 
     def blobs(self) -> dict[Digest, int]:
         return {path.name: path.stat().st_size
-                for path in (self.root / "sha256").glob("*/*") if _DIGEST.match(path.name)}
+                for path in (self.root / "sha256").glob("*/*") if _DIGEST.fullmatch(path.name)}
 
     def _path(self, digest: Digest) -> Path:
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise NotFound(f"not a sha256 digest: {digest!r}")
         return self.root / "sha256" / digest[:2] / digest
 

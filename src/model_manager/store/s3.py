@@ -20,7 +20,7 @@ from model_manager.errors import NotFound, Unreachable
 from model_manager.store.base import StagedFile
 from model_manager.types import Digest
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException"}
 MULTIPART_THRESHOLD = 64 * 1024**2
 
@@ -97,7 +97,7 @@ class S3Store:
         for page in pages:
             for item in page.get("Contents", []):
                 name = item["Key"].rsplit("/", 1)[-1]
-                if _DIGEST.match(name):
+                if _DIGEST.fullmatch(name):
                     found[name] = int(item["Size"])
         return found
 
@@ -116,13 +116,13 @@ class S3Store:
                               f"reached: {str(exc)[:300]}") from exc
 
     def _key(self, digest: str) -> str:
-        if digest and not _DIGEST.match(digest):
+        if digest and not _DIGEST.fullmatch(digest):
             raise NotFound(f"not a sha256 digest: {digest!r}")
         path = f"sha256/{digest[:2]}/{digest}" if digest else "sha256/"
         return f"{self.prefix}/{path}" if self.prefix else path
 
     def _cached(self, digest: Digest) -> Path:
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise NotFound(f"not a sha256 digest: {digest!r}")
         return self.cache_dir / "sha256" / digest[:2] / digest
 
