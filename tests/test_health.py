@@ -159,7 +159,7 @@ def test_served_requests_within_thresholds_are_healthy(monitor: HealthMonitor, c
     assert health["status"] == "healthy"
     assert health["reasons"] == []
     assert health["requests"] == 150
-    assert health["error_rate"] == 0.02
+    assert health["error_rate"] == 0.03  # of the 100 requests that say something of the model
     assert health["p99_ms"] == 10.0
     assert health["window_seconds"] == WINDOW
 

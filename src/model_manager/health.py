@@ -105,8 +105,8 @@ class HealthMonitor:
         window = f"over the last {self._window:g}s"
         for rate, limit, what in ((stats.error_rate, limits.max_error_rate, "errors"),
                                   (stats.invalid_rate, limits.max_invalid_rate, "invalid outputs")):
-            if stats.requests and rate > limit:
-                reason = (f"{what} in {rate:.0%} of {stats.requests} requests {window} "
+            if stats.judged_requests and rate > limit:
+                reason = (f"{what} in {rate:.0%} of {stats.judged_requests} requests {window} "
                           f"(threshold {limit:.0%})")
                 last = self._usage.last_error(key, "invalid_output" if what != "errors" else None)
                 reason += f"; last: {last}" if last else ""

@@ -15,6 +15,7 @@ import pytest
 from model_manager import errors
 from model_manager.registry import Registry
 from model_manager.runtimes.signature import Signature, TensorSpec
+from model_manager.serving.model_settings import RollbackGuard
 from model_manager.telemetry import EventLog, Metrics, UsageCounts, UsageRecorder, UsageStore, usage_report
 from model_manager.telemetry.usage_store import UsageKey
 
@@ -292,13 +293,27 @@ def test_window_error_rate_leaves_out_the_callers_mistakes(recorder: UsageRecord
     record(recorder, 1, "timeout")
     record(recorder, 1, "invalid_output")
 
+    record(recorder, 2, "unavailable")
+
     stats = recorder.window(KEY, 60)
 
-    assert stats.requests == 10
+    assert stats.requests == 12
     assert stats.errors == 2
-    assert stats.error_rate == pytest.approx(0.2)
+    assert stats.judged_requests == 8  # neither mistakes nor an unreachable store dilute the rate
+    assert stats.error_rate == pytest.approx(0.25)
     assert stats.invalid == 1
-    assert stats.invalid_rate == pytest.approx(0.1)
+    assert stats.invalid_rate == pytest.approx(0.125)
+
+
+def test_a_flood_of_bad_input_neither_fills_the_guards_minimum_nor_hides_a_failing_canary(
+        recorder: UsageRecorder) -> None:
+    guard = RollbackGuard(max_error_rate=0.1, min_requests=20)
+    record(recorder, 500, "bad_input")
+    record(recorder, 10, "runtime_error")
+
+    assert guard.breach(recorder.window(KEY, 60)) is None  # 10 judged requests: too few yet
+    record(recorder, 10)
+    assert "error rate 0.500 over 20 requests" in (guard.breach(recorder.window(KEY, 60)) or "")
 
 
 def test_window_p99_sees_the_slowest_requests(recorder: UsageRecorder) -> None:

@@ -26,14 +26,14 @@ class RollbackGuard:
 
     def breach(self, stats: WindowStats) -> str | None:
         """Why these stats break the guard, or None."""
-        if stats.requests < self.min_requests:
+        if stats.judged_requests < self.min_requests:
             return None
         if self.max_error_rate is not None and stats.error_rate > self.max_error_rate:
-            return (f"error rate {stats.error_rate:.3f} over {stats.requests} requests is above "
+            return (f"error rate {stats.error_rate:.3f} over {stats.judged_requests} requests is above "
                     f"{self.max_error_rate:g}")
         if self.max_p99_ms is not None and stats.p99 is not None \
                 and stats.p99 * 1000 > self.max_p99_ms:
-            return (f"p99 {stats.p99 * 1000:.1f} ms over {stats.requests} requests is above "
+            return (f"p99 {stats.p99 * 1000:.1f} ms over {stats.judged_requests} requests is above "
                     f"{self.max_p99_ms:g} ms")
         return None
 

@@ -40,6 +40,7 @@ _BURST_SECONDS = 60.0
 
 NOT_THE_MODELS = frozenset({"ok", "bad_input", "unavailable"})
 """Outcomes that say nothing against the version: health and the canary guard skip them."""
+_NOT_JUDGED = frozenset({"bad_input", "unavailable"})
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -75,14 +76,22 @@ class WindowStats:
     """Failures that may be the model's: every error kind but bad_input and unavailable."""
     invalid: int
     p99: float | None
+    judged: int | None = None
+    """Requests that say something of the model: all but bad input and an unreachable
+    registry or store (None: all of them). Rates and the guard's minimum count these only, so a
+    flood of bad requests neither makes a model look broken nor hides one that is."""
+
+    @property
+    def judged_requests(self) -> int:
+        return self.requests if self.judged is None else self.judged
 
     @property
     def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
+        return self.errors / self.judged_requests if self.judged_requests else 0.0
 
     @property
     def invalid_rate(self) -> float:
-        return self.invalid / self.requests if self.requests else 0.0
+        return self.invalid / self.judged_requests if self.judged_requests else 0.0
 
 
 class UsageRecorder:
@@ -152,7 +161,8 @@ class UsageRecorder:
         latencies = sorted(r[1] for r in recent)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None
         return WindowStats(len(recent), sum(r[2] not in NOT_THE_MODELS for r in recent),
-                           sum(r[2] == "invalid_output" for r in recent), p99)
+                           sum(r[2] == "invalid_output" for r in recent), p99,
+                           judged=sum(r[2] not in _NOT_JUDGED for r in recent))
 
     def recent(self, span: str, model: str | None = None) -> tuple[float, dict[VersionKey, Series]]:
         """Now, and this process's buckets of the last ``span`` (``hour`` by minute, ``day`` by
