@@ -16,10 +16,13 @@ from tests.support import ServerProcess, push
 WEIGHTS = np.random.default_rng(3).normal(size=(4, 4)).astype(np.float32)
 
 
-def batch_metric(server: ServerProcess, model: str, suffix: str) -> float:
+def batch_metric(server: ServerProcess, model: str, suffix: str, le: str | None = None) -> float:
+    """The model's batch-rows histogram: ``count``, ``sum``, or the ``bucket`` of batches of at
+    most ``le`` rows. Only stacked batches (two requests or more) are counted."""
     text = httpx.get(f"{server.url}/metrics").text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == f"model_manager_batch_rows_{suffix}" and s.labels["model"] == model)
+               if s.name == f"model_manager_batch_rows_{suffix}" and s.labels["model"] == model
+               and s.labels.get("le") == le)
 
 
 async def many_requests(url: str, model: str, n: int) -> list[tuple[np.ndarray, dict[str, object]]]:
@@ -47,8 +50,8 @@ def test_batched_answers_equal_unbatched_ones_row_for_row(server: ServerProcess,
         unbatched = asyncio.run(many_requests(server.url, "stacked", 48))
         assert batch_metric(server, "stacked", "count") == 0
         on = client.patch("/api/models/stacked/settings",
-                          json={"batching": {"max_batch_size": 16, "max_queue_delay_us": 20000}})
-        assert on.json()["batching"] == {"max_batch_size": 16, "max_queue_delay_us": 20000}
+                          json={"batching": {"max_batch_size": 16, "max_queue_delay_us": 200_000}})
+        assert on.json()["batching"] == {"max_batch_size": 16, "max_queue_delay_us": 200_000}
     batched = asyncio.run(many_requests(server.url, "stacked", 48))
     assert_own_rows(unbatched)
     assert_own_rows(batched)
@@ -60,11 +63,14 @@ def test_batched_answers_equal_unbatched_ones_row_for_row(server: ServerProcess,
 
 
 def test_batching_set_in_a_versions_metadata(server: ServerProcess, tmp_path: Path) -> None:
-    metadata = json.dumps({"batching": {"max_batch_size": 8, "max_queue_delay_us": 20000}})
+    metadata = json.dumps({"batching": {"max_batch_size": 8, "max_queue_delay_us": 200_000}})
     with httpx.Client(base_url=server.url, timeout=30) as client:
         push(client, "per-version", linear_model(tmp_path / "m.onnx", WEIGHTS), metadata=metadata)
         bad = push(client, "per-version", linear_model(tmp_path / "m.onnx", WEIGHTS),
                    metadata=json.dumps({"batching": {"max_batch_size": -1}}))
     assert bad.status_code == 400 and "max_batch_size" in bad.json()["error"]
     assert_own_rows(asyncio.run(many_requests(server.url, "per-version", 24)))
-    assert batch_metric(server, "per-version", "count") > 0
+    batches = batch_metric(server, "per-version", "count")
+    assert batches > 0  # requests were combined
+    assert batch_metric(server, "per-version", "bucket", le="8.0") == batches  # none past 8 rows
+    assert batch_metric(server, "per-version", "bucket", le="4.0") < batches  # and 8 were used

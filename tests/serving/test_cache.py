@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -63,6 +64,8 @@ class Loader:
     def __init__(self, memory: FakeMemory) -> None:
         self.memory = memory
         self.calls: list[VersionKey] = []
+        self.entered = threading.Event()
+        """Set once a load is running in the loader (and waiting at the gate if it is shut)."""
         self.gate = threading.Event()
         self.gate.set()
         self.fail_with: Exception | None = None
@@ -71,6 +74,7 @@ class Loader:
     def __call__(self, record: VersionRecord) -> FakeRuntime:
         key = (record.model, record.number)
         self.calls.append(key)
+        self.entered.set()
         assert self.gate.wait(10)
         if self.fail_with is not None:
             raise self.fail_with
@@ -144,13 +148,21 @@ def loaded(cache: ModelCache) -> set[VersionKey]:
     return {e.key for e in cache.loaded()}
 
 
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for ``condition`` while the event loop runs other tasks (fails past ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.001)
+
+
 # ---- single flight and loading off the event loop -------------------------------------------
 
 async def test_concurrent_first_requests_cause_one_load(cache: ModelCache, loader: Loader,
                                                         hooks: Hooks) -> None:
     loader.gate.clear()
     waiters = [asyncio.create_task(cache.load(version())) for _ in range(100)]
-    await asyncio.sleep(0.05)
+    await until(loader.entered.is_set)  # the load is in the loader, every waiter has asked
     assert loader.calls == [("m", 1)]
     assert cache.state_of("m", 1).state is State.LOADING
     loader.gate.set()
@@ -164,7 +176,11 @@ async def test_event_loop_keeps_running_while_a_model_loads(cache: ModelCache,
                                                             loader: Loader) -> None:
     await cache.load(version("fast"))
     loader.gate.clear()
+    loader.entered.clear()
     slow = asyncio.create_task(cache.load(version("slow")))
+    # A loader run on the event loop would block it at the shut gate: this wait would not end
+    # until the gate timed out, and the slow load would then have failed.
+    await until(loader.entered.is_set)
     for _ in range(10):  # requests to the loaded model are served while the other one loads
         async with cache.acquire(version("fast")) as entry:
             assert entry.key == ("fast", 1)
@@ -187,7 +203,7 @@ async def test_overlapping_loads_keep_their_estimates(cache: ModelCache, loader:
     loader.real_size[("b", 1)] = 10
     loader.gate.clear()
     both = asyncio.gather(cache.load(version("a", size=50)), cache.load(version("b", size=60)))
-    await asyncio.sleep(0.05)
+    await until(lambda: len(loader.calls) == 2)  # both loads are in the loader at once
     loader.gate.set()
     a, b = await both
     assert (a.size, b.size) == (50, 60)  # each measurement saw the other's memory too
