@@ -3,8 +3,8 @@
 After every kill the data the server left must hold together, read straight from the SQLite file
 and the blob files: every acknowledged upload is registered with its digest and its blob hashes
 to it, production is where the last acknowledged move put it, every alias names an existing
-version; a leftover temp file or orphan blob is found by ``doctor`` (and repaired); usage is at
-most about a flush interval behind what clients were told.
+version; a leftover temp file or orphan blob is found by ``doctor`` (and repaired); every
+prediction answered before the server last said it had no usage waiting is counted.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ class Workload(threading.Thread):
                  acks: Acks) -> None:
         super().__init__(daemon=True)
         self.url, self.models, self.rng, self.acked, self.acks = url, models, rng, acked, acks
+        self.flushed = 0
+        """Predictions acknowledged before the server last said no usage waited to be written."""
 
     def run(self) -> None:
         try:
@@ -71,6 +73,10 @@ class Workload(threading.Thread):
             self.move_alias(client)
         elif roll < 0.35:
             self.clean_up(client)
+        elif roll < 0.45:
+            answered = len(self.acked)
+            if client.get("/api/status").json()["writes_pending"]["usage"] == 0:
+                self.flushed = answered
         elif client.post("/v2/models/crashy/infer", json=BODY).status_code == 200:
             self.acked.append(time.monotonic())
 
@@ -117,13 +123,12 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
         client.put("/api/models/crashy/aliases/production", json={"version": 1})
         acks.production = 1
     found_kinds: set[str] = set()
-    recorded = 0
+    recorded = checked = 0
     for _ in range(KILLS):
         acked.clear()
         workload = Workload(server.url, models, rng, acked, acks)
         workload.start()
         time.sleep(rng.uniform(0.1, 0.6))
-        killed_at = time.monotonic()
         server.stop(signal.SIGKILL)
         workload.join(timeout=30)
         assert_acknowledged_writes_kept(data, acks)
@@ -131,12 +136,13 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
         server = ServerProcess(data, *args)
         before, recorded = recorded, sum(v["requests"] for v in httpx.get(
             f"{server.url}/api/models/crashy/usage").json()["versions"])
-        surely_flushed = sum(1 for at in acked if at < killed_at - 2 * FLUSH - 0.2)
-        assert recorded - before >= surely_flushed, \
-            f"usage lost: {recorded - before} recorded of {surely_flushed} acked before the last flush"
+        assert recorded - before >= workload.flushed, \
+            f"usage lost: {recorded - before} recorded of {workload.flushed} acked before a flush"
         served += len(acked)
+        checked += workload.flushed
     server.stop()
     assert served > KILLS  # the workload did run between the kills
+    assert checked > KILLS  # and usage was checked against what the server had written
     assert min(acks.writes["upload"], acks.writes["alias"], acks.writes["cleanup"]) > KILLS / 10, \
         acks.writes  # and its writes went through
     assert found_kinds <= {"temp_file", "orphan_blob"}

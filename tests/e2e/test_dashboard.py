@@ -449,7 +449,10 @@ def test_with_api_keys_the_page_asks_for_one_and_keeps_it_in_the_tab(
 
         page.on("request", read)
         page.clock.run_for(3 * REFRESH_MS)
-        page.wait_for_timeout(500)  # for a read that went out to come back and ask
+        # A marker request the page sends now: any read the timers sent went out before it, so
+        # its event came first.
+        with page.expect_request(lambda r: r.url.endswith("/v2/health/live")):
+            page.evaluate("() => fetch('/v2/health/live')")
         expect(form).to_be_hidden()
         assert reads == []
         page.remove_listener("request", read)

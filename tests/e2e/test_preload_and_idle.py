@@ -23,8 +23,9 @@ def test_preload_production_and_pinned_before_ready(tmp_path: Path, iris: IrisFi
         client.put("/api/models/pre-a/aliases/production", json={"version": 2})
         client.put("/api/models/pre-b/aliases/production", json={"version": 1})
         client.put("/api/models/pre-c/versions/1/pin")
-        push(client, "pre-slow", slow_loading_model(tmp_path / "slow.onnx"))
-        client.put("/api/models/pre-slow/aliases/production", json={"version": 1})
+        for name in ("pre-slow", "pre-slower"):  # loaded one after the other: 2 s or more of 503
+            push(client, name, slow_loading_model(tmp_path / "slow.onnx"))
+            client.put(f"/api/models/{name}/aliases/production", json={"version": 1})
     first.stop()
 
     second = ServerProcess(data, "--preload", "production", wait_ready=False)
@@ -35,7 +36,7 @@ def test_preload_production_and_pinned_before_ready(tmp_path: Path, iris: IrisFi
                 try:
                     ready = client.get("/v2/health/ready")
                 except httpx.TransportError:
-                    time.sleep(0.05)
+                    time.sleep(0.01)
                     continue
                 assert client.get("/v2/health/live").status_code == 200
                 seen.add((ready.status_code, ready.json().get("reason")))
@@ -43,7 +44,7 @@ def test_preload_production_and_pinned_before_ready(tmp_path: Path, iris: IrisFi
                     break
             loaded = states(client)
         assert (503, "preloading models") in seen
-        assert loaded[("pre-slow", "1")] == "READY"
+        assert loaded[("pre-slow", "1")] == loaded[("pre-slower", "1")] == "READY"
         assert loaded[("pre-a", "2")] == "READY"
         assert loaded[("pre-b", "1")] == "READY"
         assert loaded[("pre-c", "1")] == "READY"  # pinned versions always load at start

@@ -26,7 +26,10 @@ def test_sigterm_finishes_requests_in_flight_and_exits_zero(tmp_path: Path) -> N
     in_flight = threading.Thread(target=lambda: answers.append(
         httpx.post(f"{server.url}/v2/models/slow/infer", json=body, timeout=60).status_code))
     in_flight.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while not any(e["in_flight"] for e in httpx.get(f"{server.url}/api/cache").json()["loaded"]):
+        assert time.monotonic() < deadline and not answers, "the request was never in flight"
+        time.sleep(0.01)
     assert server.stop(signal.SIGTERM) == 0
     in_flight.join()
     assert answers == [200]
