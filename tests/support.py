@@ -8,12 +8,22 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "model-manager")
+
+
+def eventually(check: Callable[[], object], timeout: float = 30, what: str = "the condition"
+               ) -> None:
+    """Wait until ``check()`` holds, asking every 0.1 s; fails past ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.1)
 
 
 def free_port() -> int:

@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.onnx_models import offset_model
-from tests.support import CLI, ServerProcess, push
+from tests.support import CLI, ServerProcess, eventually, push
 
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
 
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_keys_and_roles(tmp_path: Path) -> None:
@@ -115,7 +104,7 @@ def test_revoking_the_last_admin_key_cannot_open_the_server(tmp_path: Path) -> N
             def rescue_works() -> bool:
                 return client.get("/api/keys", headers=rescue).status_code == 200
 
-            assert wait_for(rescue_works), "the server never picked up the offline key"
+            eventually(rescue_works, what="the server picks up the offline key")
             assert client.delete("/api/keys/ops", headers=rescue).status_code == 200
             assert client.delete("/api/keys/rescue", headers=rescue).status_code == 409
             assert client.get("/api/keys").status_code == 401

@@ -6,8 +6,7 @@ nothing counts against a model, and the canary guard does not move."""
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from tests.onnx_models import failing_model, offset_model
-from tests.support import ServerProcess, push
+from tests.support import ServerProcess, eventually, push
 
 BIG = "9" * 4301
 """One digit past what Python converts from text."""
@@ -204,15 +203,6 @@ def test_model_names_are_matched_whole(admin: httpx.Client, tmp_path: Path, name
     assert {m["name"] for m in admin.get("/api/models").json()} <= {"probed", "control"}
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_hostile_inputs_from_a_predict_key_do_not_move_the_canary(probe: Probe,
                                                                   tmp_path: Path) -> None:
     """``probed`` and ``control`` run 50/50 canaries under the same guard; the control's canary
@@ -244,7 +234,7 @@ def test_hostile_inputs_from_a_predict_key_do_not_move_the_canary(probe: Probe,
             routes = admin.get(f"/api/models/{name}/traffic").json()["policy"]["routes"]
             return {r["version"]: r["weight"] for r in routes}
 
-        assert wait_for(lambda: weights("control") == {1: 100, 2: 0}), "the guard never ran"
+        eventually(lambda: weights("control") == {1: 100, 2: 0}, what="the guard runs")
         assert weights("probed") == {1: 50, 2: 50}
         events = admin.get("/api/models/probed/events").json()
         assert not any(e["actor"] == "auto-rollback" for e in events)

@@ -10,7 +10,7 @@ import asyncio
 import collections
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 
 from tests.onnx_models import offset_model
 from tests.postgres import PostgresServer, postgres_server
-from tests.support import ServerProcess, push
+from tests.support import ServerProcess, eventually, push
 
 OUTAGE = 20.0
 X = [1.0, 2.0, 3.0, 4.0]
@@ -36,13 +36,6 @@ def infer(client: httpx.Client, name: str, request_id: str | None = None) -> htt
     if request_id is not None:
         body["id"] = request_id
     return client.post(f"/v2/models/{name}/infer", json=body)
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.1)
 
 
 def assert_unavailable(response: httpx.Response, says: str) -> None:
