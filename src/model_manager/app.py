@@ -48,6 +48,7 @@ from model_manager.serving.routes import RouteTable
 from model_manager.serving.shadow import ShadowDispatcher
 from model_manager.settings import Settings
 from model_manager.store import open_store
+from model_manager.store.space import measure
 from model_manager.telemetry import (
     CacheHistory,
     EventLog,
@@ -109,6 +110,8 @@ def create_app(settings: Settings) -> FastAPI:
                                        "predictions": predictions, "audit": audit}
     metrics.watch_registry(lambda: float(registry.status.is_up), registry.status.down_seconds,
                            writers)
+    disks = {"data_dir": settings.data_dir, "staging": store.staging_dir}
+    metrics.watch_disks(lambda: {place: measure(path) for place, path in disks.items()})
     readiness = Readiness()
     keys = KeyRing(registry)
 
@@ -161,11 +164,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(v2_routes(router, registry, cache, lifecycle, readiness))
     app.include_router(management_routes(catalog, lifecycle, cache, usage, health))
     app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions))
-    app.include_router(governance_routes(governance, lifecycle, catalog))
+    app.include_router(governance_routes(governance, lifecycle, catalog, disks))
     app.include_router(keys_routes(keys))
     app.include_router(memory_routes(cache, history, clock))
     app.include_router(metrics_routes(metrics))
-    app.include_router(status_routes(registry.status, writers))
+    app.include_router(status_routes(registry.status, writers, disks))
     app.include_router(dashboard_routes())
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from model_manager.bounded_json import parse_json
-from model_manager.errors import Conflict, InvalidInput, ModelManagerError, Unreachable
+from model_manager.errors import (
+    Conflict,
+    InsufficientStorage,
+    InvalidInput,
+    ModelManagerError,
+    Unreachable,
+)
 from model_manager.probes import Probe
 from model_manager.registry import Registry, VersionRecord, check_model_name
 from model_manager.runtimes import LoadOptions, Runtime, Signature, check_archive, detect_format, get_format
@@ -31,6 +37,8 @@ from model_manager.serving.batching import BatchPolicy
 from model_manager.serving.memory import release_freed_memory
 from model_manager.serving.validation import OutputRules
 from model_manager.store import ArtifactStore, StagedFile, iter_file, stage_stream
+from model_manager.store.base import Stager
+from model_manager.store.space import check_room, is_disk_full, no_room
 from model_manager.telemetry.events import EventLog
 
 log = logging.getLogger(__name__)
@@ -49,23 +57,55 @@ class Catalog:
     def add_version(self, name: str, chunks: Iterable[bytes], *, filename: str = "",
                     format: str | None = None, metadata: dict[str, Any] | None = None,
                     actor: str | None = None, compile: bool = True) -> VersionRecord:
-        """Register the uploaded bytes as the model's next version, if they load. A
-        scikit-learn estimator also gets its compiled ONNX twin when it answers the same
-        (unless ``compile`` is off); ``metadata["compiled"]`` says what happened."""
+        """Stage the uploaded bytes and ``add_staged`` them; the name and metadata are checked
+        before a byte is read."""
         check_model_name(name)
-        metadata = dict(metadata or {})
-        override = Signature.from_json(metadata["signature"]) if "signature" in metadata else None
-        OutputRules.from_metadata(metadata)  # malformed checks are refused now, not at serve time
-        probe = Probe.from_metadata(metadata)
-        if metadata.get("batching") is not None:
-            BatchPolicy.from_json(metadata["batching"])
-        staged = stage_stream(chunks, self.store.staging_dir, self.max_upload_size)
+        _checked_metadata(metadata)
+        staged = stage_stream(chunks, self.store.staging_dir, self.max_upload_size,
+                              self.store.staging_place)
+        return self.add_staged(name, staged, filename=filename, format=format, metadata=metadata,
+                               actor=actor, compile=compile)
+
+    def add_staged(self, name: str, staged: StagedFile, *, filename: str = "",
+                   format: str | None = None, metadata: dict[str, Any] | None = None,
+                   actor: str | None = None, compile: bool = True) -> VersionRecord:
+        """Register a staged upload as the model's next version, if it loads; the staged file is
+        gone afterwards either way. A scikit-learn estimator also gets its compiled ONNX twin
+        when it answers the same (unless ``compile`` is off); ``metadata["compiled"]`` says what
+        happened. A disk that fills on the way is InsufficientStorage, and nothing is kept."""
         try:
-            with _paths_hidden(self.store.staging_dir, Path(tempfile.gettempdir())):
+            check_model_name(name)
+            metadata, override, probe = _checked_metadata(metadata)
+            with _paths_hidden(self.store.staging_dir, Path(tempfile.gettempdir())), \
+                    self._disk_full_refused(staged.size):
                 return self._add_staged(name, staged, filename, format, metadata, override,
                                         probe, actor, compile)
         finally:
             staged.discard()
+
+    def open_stager(self, expected: int | None = None) -> Stager:
+        """A temp file in the store's staging folder for an upload of ``expected`` bytes (if
+        known), after checking that they fit."""
+        if expected is not None:
+            self.check_room(expected)
+        return Stager.open(self.store.staging_dir, self.max_upload_size, self.store.staging_place,
+                           expected)
+
+    def check_room(self, size: int) -> None:
+        """Raise InsufficientStorage if an upload of ``size`` bytes cannot fit where uploads
+        are staged (and, for a local store, kept)."""
+        check_room(self.store.staging_place, self.store.staging_dir, size)
+
+    @contextlib.contextmanager
+    def _disk_full_refused(self, size: int) -> Iterator[None]:
+        """A full disk while checking, compiling or storing an upload of ``size`` bytes becomes
+        InsufficientStorage naming the staging place."""
+        try:
+            yield
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise no_room(self.store.staging_place, self.store.staging_dir, size) from exc
 
     def _add_staged(self, name: str, staged: StagedFile, filename: str, format: str | None,
                     metadata: dict[str, Any], override: Signature | None, probe: Probe | None,
@@ -105,7 +145,7 @@ class Catalog:
             if compiled.path is None:
                 return None, compiled.report
             twin = stage_stream(iter_file_path(compiled.path), self.store.staging_dir,
-                                self.max_upload_size)
+                                self.max_upload_size, self.store.staging_place)
         return twin, {**compiled.report, "sha256": twin.sha256, "size": twin.size}
 
     def delete_version(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
@@ -173,15 +213,31 @@ class Catalog:
 @contextlib.contextmanager
 def _paths_hidden(*places: Path) -> Iterator[None]:
     """Cut paths under ``places`` out of the messages of domain errors raised inside: callers
-    see what failed, not where the server keeps its files."""
+    see what failed, not where the server keeps its files. (A full disk is named on purpose:
+    the operator has to free space there.)"""
     try:
         yield
+    except InsufficientStorage:
+        raise
     except ModelManagerError as exc:
         message = exc.message
         for place in sorted((str(p) for p in places), key=len, reverse=True):
             message = re.sub(re.escape(place) + r"""[^\s'",:;)\]]*""", "<server file>", message)
         exc.message, exc.args = message, (message,)
         raise
+
+
+def _checked_metadata(
+        metadata: dict[str, Any] | None) -> tuple[dict[str, Any], Signature | None, Probe | None]:
+    """A copy of an upload's metadata, with the signature override and golden probe it
+    declares; malformed checks are refused now, not at serve time."""
+    metadata = dict(metadata or {})
+    override = Signature.from_json(metadata["signature"]) if "signature" in metadata else None
+    OutputRules.from_metadata(metadata)
+    probe = Probe.from_metadata(metadata)
+    if metadata.get("batching") is not None:
+        BatchPolicy.from_json(metadata["batching"])
+    return metadata, override, probe
 
 
 def parse_metadata(text: str | None) -> dict[str, Any]:

@@ -5,6 +5,10 @@ named by; no blob is left that no version references (an interrupted delete leav
 upload's temp file is left in the staging folder (an interrupted upload leaves one). Orphan
 blobs and stale temp files are safe to delete; a missing or corrupt blob is not repairable here
 (restore it from a backup, or delete the version).
+
+It also warns, without counting it a problem, when the data dir or the store's staging folder
+has less than ``LOW_FREE_FRACTION`` of its filesystem free, or less than the largest version's
+size (the next upload of that size would be refused).
 """
 
 from __future__ import annotations
@@ -12,12 +16,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from model_manager.errors import NotFound
 from model_manager.registry import Registry
+from model_manager.sizes import human_size
 from model_manager.store import ArtifactStore
+from model_manager.store.space import DiskSpace, measure
+
+LOW_FREE_FRACTION = 0.10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +43,36 @@ class Problem:
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "repairable": self.repairable}
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskWarning:
+    place: str
+    """data_dir or staging (where uploads are written)."""
+    space: DiskSpace
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"place": self.place, **self.space.to_json(), "detail": self.detail}
+
+
+def disk_warnings(registry: Registry, places: Mapping[str, Path]) -> list[DiskWarning]:
+    """A warning for each place with less than ``LOW_FREE_FRACTION`` free, or less free than the
+    largest registered version's size."""
+    largest = max((v.size for m in registry.list_models() for v in m.versions), default=0)
+    warnings = []
+    for place, path in places.items():
+        space = measure(path)
+        reasons = []
+        if space.free_fraction < LOW_FREE_FRACTION:
+            reasons.append(f"less than {LOW_FREE_FRACTION:.0%} of {human_size(space.total)}")
+        if space.free < largest:
+            reasons.append(f"less than the largest version ({human_size(largest)}), so an "
+                           f"upload that size would be refused")
+        if reasons:
+            warnings.append(DiskWarning(place, space, f"{human_size(space.free)} free: "
+                                        f"{'; '.join(reasons)}"))
+    return warnings
 
 
 def examine(registry: Registry, store: ArtifactStore, temp_older_than: float = 0.0) -> list[Problem]:

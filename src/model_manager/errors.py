@@ -9,12 +9,14 @@
     ├── NotFound                     no such model, version or alias
     ├── Conflict                     the request contradicts the registry's state
     ├── TooLarge                     a body, upload or tensor over its configured limit
+    ├── InsufficientStorage          too little free disk where an upload is written
     ├── InvalidArtifact              an uploaded file that cannot be served
     │   ├── UnsupportedFormat        the format is unknown or its extra is not installed
     │   └── UnsafeArtifact           a format that can run code on load (pickle), not allowed
     ├── Unavailable                  cannot serve now; the caller may retry later
     │   ├── Overloaded               no capacity now (memory budget full of busy or pinned models)
-    │   └── Unreachable              the registry's database or the artifact store does not answer
+    │   ├── Unreachable              the registry's database or the artifact store does not answer
+    │   └── StoreFull                a remote artifact store refused a write: full, or over quota
     ├── PredictionTimeout            a prediction ran past the timeout
     └── ModelError                   the model itself failed while predicting
         └── InvalidOutput            the model's output breaks its signature or constraints
@@ -55,6 +57,12 @@ class TooLarge(ModelManagerError):
     """A body, upload or tensor over its configured limit."""
 
 
+class InsufficientStorage(ModelManagerError):
+    """An upload cannot be written: the disk where it goes (the store's folder, its cache, or the
+    staging folder) has too little free space. The message names the place and its free space;
+    nothing of the upload is kept."""
+
+
 class InvalidArtifact(ModelManagerError):
     """An uploaded file that cannot be served."""
 
@@ -84,6 +92,14 @@ class Unreachable(Unavailable):
     reached or written now: never a fault of the model or of the caller."""
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message, retry_after)
+
+
+class StoreFull(Unavailable):
+    """A remote artifact store refused a write because it is full or over its quota: the
+    provider's message says which; retrying once space is freed may succeed."""
+
+    def __init__(self, message: str, retry_after: int = 60) -> None:
         super().__init__(message, retry_after)
 
 

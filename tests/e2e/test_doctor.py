@@ -24,7 +24,7 @@ def test_doctor_finds_and_repairs_what_is_safe(tmp_path: Path) -> None:
         first = push(client, "m", offset_model(tmp_path / "a.onnx", 1.0)).json()
         push(client, "m", offset_model(tmp_path / "b.onnx", 2.0))
     live = json.loads(doctor("--url", server.url, "doctor", "--json").stdout)
-    assert live == {"problems": []}
+    assert live == {"problems": [], "warnings": []}
     server.stop()
     store = data / "store"
     orphan = b"left by a purge cut short"

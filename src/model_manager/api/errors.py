@@ -26,6 +26,7 @@ STATUS: dict[type[errors.ModelManagerError], int] = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.TooLarge: 413,
+    errors.InsufficientStorage: 507,
     errors.InvalidArtifact: 400,
     errors.Saturated: 429,
     errors.Unavailable: 503,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -18,7 +20,7 @@ LIMITS = ("window", "stale_after", "never_used_grace", "idle_after", "purge_afte
 
 
 def governance_routes(governance: Governance, lifecycle: VersionLifecycle,
-                      catalog: Catalog) -> APIRouter:
+                      catalog: Catalog, disks: Mapping[str, Path]) -> APIRouter:
     api = APIRouter(prefix="/api")
 
     @api.get("/report")
@@ -45,10 +47,13 @@ def governance_routes(governance: Governance, lifecycle: VersionLifecycle,
 
     @api.get("/doctor")
     async def examine() -> dict[str, Any]:
-        """The registry against the store; temp files younger than an hour may be uploads."""
+        """The registry against the store (temp files younger than an hour may be uploads),
+        and warnings about free disk space."""
         problems = await anyio.to_thread.run_sync(lambda: doctor.examine(
             catalog.registry, catalog.store, temp_older_than=3600))
-        return {"problems": [p.to_json() for p in problems]}
+        warnings = await anyio.to_thread.run_sync(doctor.disk_warnings, catalog.registry, disks)
+        return {"problems": [p.to_json() for p in problems],
+                "warnings": [w.to_json() for w in warnings]}
 
     @api.post("/models/{name}/versions/{version}/archive")
     async def archive(name: str, version: str) -> dict[str, Any]:

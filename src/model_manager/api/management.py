@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
-from starlette.datastructures import UploadFile
 
 from model_manager.api.bodies import json_object
+from model_manager.api.uploads import NO_FILE, read_upload
 from model_manager.catalog import Catalog, parse_metadata
 from model_manager.clock import iso
 from model_manager.errors import InvalidInput
@@ -16,7 +16,6 @@ from model_manager.health import HealthMonitor
 from model_manager.registry import VersionRecord, check_model_name
 from model_manager.runtimes import format_table
 from model_manager.serving import ModelCache, VersionLifecycle
-from model_manager.store import iter_file
 from model_manager.telemetry import UsageRecorder, usage_report
 from model_manager.telemetry.recent import Series, fleet_report, recent_report
 
@@ -49,15 +48,18 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
     @api.post("/models/{name:path}/versions", status_code=201)
     async def upload_version(name: str, request: Request) -> dict[str, Any]:
         check_model_name(name)  # before reading a byte of the body
-        async with request.form(max_files=1, max_fields=10) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise InvalidInput("the upload needs a multipart 'file' field with the model")
-            fmt, metadata = _text(form.get("format")), parse_metadata(_text(form.get("metadata")))
-            compile_twin = _flag(_text(form.get("compile")), "compile")
-            version = await anyio.to_thread.run_sync(lambda: catalog.add_version(
-                name, iter_file(upload.file), filename=upload.filename or "", format=fmt or None,
-                metadata=metadata, compile=compile_twin))
+        declared = _declared_size(request)
+        if declared is not None:  # an upload that cannot fit is refused before it is sent
+            await anyio.to_thread.run_sync(catalog.check_room, declared)
+        async with read_upload(request, catalog.open_stager) as form:
+            staged = form.staged
+            if staged is None:
+                raise InvalidInput(NO_FILE)
+            fmt, metadata = form.fields.get("format"), parse_metadata(form.fields.get("metadata"))
+            compile_twin = _flag(form.fields.get("compile"), "compile")
+            version = await anyio.to_thread.run_sync(lambda: catalog.add_staged(
+                name, staged, filename=form.filename, format=fmt or None, metadata=metadata,
+                compile=compile_twin))
         return version.to_json()
 
     @api.get("/models/{name}/versions/{version}")
@@ -179,7 +181,7 @@ def _flag(value: str | None, field: str) -> bool:
     raise InvalidInput(f"{field} is true or false, got {value[:20]!r}")
 
 
-def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise InvalidInput("form fields other than 'file' must be text")
+def _declared_size(request: Request) -> int | None:
+    """The body's Content-Length, when the client sent one."""
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() and len(value) < 19 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio.to_thread
 from fastapi import APIRouter, Response
 
 from model_manager.telemetry import CONTENT_TYPE, Metrics
@@ -12,6 +13,7 @@ def metrics_routes(metrics: Metrics) -> APIRouter:
 
     @api.get("/metrics")
     async def render() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        body = await anyio.to_thread.run_sync(metrics.render)  # it measures the disks
+        return Response(body, media_type=CONTENT_TYPE)
 
     return api

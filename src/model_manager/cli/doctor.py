@@ -23,7 +23,8 @@ from model_manager.cli.tables import format_table
 def doctor(ctx: click.Context, data_dir: Path | None, db_url: str | None, store_url: str | None,
            repair: bool, as_json: bool) -> None:
     """Check every version's blob and digest, orphan blobs and leftover temp files; exit 1 if
-    something is wrong (after --repair: if something is still wrong)."""
+    something is wrong (after --repair: if something is still wrong). Warn when the data dir or
+    the store's staging folder has under 10% free, or less than the largest version's size."""
     if data_dir is None:
         if repair:
             raise click.UsageError("--repair needs --data-dir (a stopped server's data)")
@@ -37,6 +38,9 @@ def doctor(ctx: click.Context, data_dir: Path | None, db_url: str | None, store_
                  ("repairable" if p["repairable"] else "-")] for p in report["problems"]]
         click.echo(format_table(["PROBLEM", "TARGET", "DETAIL", "REPAIR"], rows) if rows
                    else "the registry and the store agree")
+        for warning in report.get("warnings", []):
+            click.echo(f"warning: {warning['place']} at {warning['path']} has {warning['detail']}",
+                       err=True)
     if any(not p.get("repaired") for p in report["problems"]):
         ctx.exit(1)
 
@@ -54,6 +58,9 @@ def _local(data_dir: Path, db_url: str | None, store_url: str | None, repair: bo
         store = open_store(settings.resolved_store_url, data_dir / "cache")
         problems = checks.examine(registry, store)
         repaired = set(checks.repair(store, registry, problems)) if repair else set()
+        warnings = checks.disk_warnings(registry, {"data_dir": data_dir,
+                                                   "staging": store.staging_dir})
     finally:
         registry.close()
-    return {"problems": [{**p.to_json(), "repaired": p in repaired} for p in problems]}
+    return {"problems": [{**p.to_json(), "repaired": p in repaired} for p in problems],
+            "warnings": [w.to_json() for w in warnings]}

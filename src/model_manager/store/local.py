@@ -26,6 +26,10 @@ class LocalStore:
         """Temp files live on the same filesystem as the blobs, so the final rename is atomic."""
         return self.root / "tmp"
 
+    @property
+    def staging_place(self) -> str:
+        return f"the store at {self.root}"
+
     def put(self, staged: StagedFile) -> None:
         target = self._path(staged.sha256)
         if target.exists():
@@ -35,12 +39,20 @@ class LocalStore:
         if staged.path.parent.resolve() == self.staging_dir.resolve():
             os.replace(staged.path, target)
         else:
-            tmp = self.staging_dir / f"{staged.sha256}.copy"
-            self.staging_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(staged.path, tmp)
+            self._copy_in(staged.path, target)
+        _fsync_dir(target.parent)
+
+    def _copy_in(self, source: Path, target: Path) -> None:
+        """Copy a file staged elsewhere to ``target`` through a temp file (removed on failure)."""
+        tmp = self.staging_dir / f"{target.name}.copy"
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(source, tmp)
             _fsync_file(tmp)
             os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def fetch(self, digest: Digest) -> Path:
         """The blob's path. Raises Unreachable when the store's folder itself is gone or cannot

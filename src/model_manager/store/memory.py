@@ -20,6 +20,7 @@ class MemoryStore:
         self._scratch = Path(tempfile.mkdtemp(prefix="model-manager-mem-"))
         weakref.finalize(self, shutil.rmtree, self._scratch, ignore_errors=True)
         self.staging_dir = self._scratch / "tmp"
+        self.staging_place = f"the memory store's scratch folder at {self._scratch}"
 
     def put(self, staged: StagedFile) -> None:
         self._data.setdefault(staged.sha256, staged.path.read_bytes())

@@ -16,12 +16,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from model_manager.errors import NotFound, Unreachable
+from model_manager.errors import NotFound, StoreFull, Unreachable
 from model_manager.store.base import StagedFile
 from model_manager.types import Digest
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException"}
+_FULL_CODES = {"XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "QuotaExceeded",
+               "InsufficientStorage", "StorageFull"}
+"""Codes of S3-compatible stores for a write refused for want of space or quota (MinIO's full
+drives and bucket quotas, Ceph's quotas); a 507 answer means the same whatever its code."""
 MULTIPART_THRESHOLD = 64 * 1024**2
 
 
@@ -49,13 +53,28 @@ class S3Store:
     def staging_dir(self) -> Path:
         return self.cache_dir / "tmp"
 
+    @property
+    def staging_place(self) -> str:
+        return f"the store's cache at {self.cache_dir}"
+
     def put(self, staged: StagedFile) -> None:
+        """Upload the staged file. Raises StoreFull when the store refuses it for want of space
+        or quota, Unreachable when S3 cannot be reached or is failing."""
         key = self._key(staged.sha256)
         try:
             if not self.exists(staged.sha256):
-                self._s3.upload_file(str(staged.path), self.bucket, key, Config=self._transfer)
+                self._upload(staged, key)
         finally:
             staged.discard()
+
+    def _upload(self, staged: StagedFile, key: str) -> None:
+        try:
+            self._s3.upload_file(str(staged.path), self.bucket, key, Config=self._transfer)
+        except Exception as exc:
+            cause = _client_error_of(exc)
+            self._raise_full(cause)
+            self._raise_unreachable(cause)
+            raise
 
     def fetch(self, digest: Digest) -> Path:
         cached = self._cached(digest)
@@ -101,6 +120,18 @@ class S3Store:
                     found[name] = int(item["Size"])
         return found
 
+    def _raise_full(self, exc: Exception) -> None:
+        """Raise ``exc`` as StoreFull, with the provider's message, when it says the store is
+        full or over quota."""
+        response = getattr(exc, "response", None) or {}
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        error = response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code in _FULL_CODES or status == 507:
+            raise StoreFull(f"the artifact store s3://{self.bucket}/{self.prefix} refused the "
+                            f"upload: {str(error.get('Message') or code)[:300]} ({code or status})"
+                            ) from exc
+
     def _raise_unreachable(self, exc: Exception) -> None:
         """Raise ``exc`` as Unreachable when it means S3 cannot be reached or is failing (no
         connection, a timeout, a 5xx or throttling answer)."""
@@ -125,6 +156,17 @@ class S3Store:
         if not _DIGEST.fullmatch(digest):
             raise NotFound(f"not a sha256 digest: {digest!r}")
         return self.cache_dir / "sha256" / digest[:2] / digest
+
+
+def _client_error_of(exc: Exception) -> Exception:
+    """The S3 answer behind boto3's S3UploadFailedError (raised while handling it), else ``exc``."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError
+
+    inner = exc.__context__
+    if isinstance(exc, S3UploadFailedError) and isinstance(inner, ClientError):
+        return inner  # type: ignore[no-any-return]  # botocore is untyped here
+    return exc
 
 
 def _is_missing(exc: Exception) -> bool:

@@ -26,6 +26,16 @@ class WriteBehind(Protocol):
     def pending_count(self) -> int: ...
 
 
+class DiskFigures(Protocol):
+    """A filesystem's free and total bytes (``store.space.DiskSpace``)."""
+
+    @property
+    def free(self) -> int: ...
+
+    @property
+    def total(self) -> int: ...
+
+
 class Metrics:
     """The server's metrics; also the model cache's hooks."""
 
@@ -88,6 +98,11 @@ class Metrics:
               registry=self.registry).set_function(down_seconds)
         self.registry.register(_Pending(writers))
 
+    def watch_disks(self, measure: Callable[[], Mapping[str, DiskFigures]]) -> None:
+        """Export the free and total bytes of each place the server writes (by ``place``: the
+        data dir, the store's staging folder), measured at each scrape."""
+        self.registry.register(_Disks(measure))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -139,3 +154,24 @@ class _Pending:
             dropped.add_metric([kind], writer.writes_dropped)
         yield pending
         yield dropped
+
+
+class _Disks:
+    """Free and total bytes where the server writes, measured when scraped."""
+
+    def __init__(self, measure: Callable[[], Mapping[str, DiskFigures]]) -> None:
+        self._measure = measure
+
+    def collect(self) -> Iterator[Metric]:
+        free = GaugeMetricFamily("model_manager_disk_free_bytes", "Bytes free to the server on "
+                                 "the filesystem of each place it writes: data_dir (the registry "
+                                 "and local store by default), staging (where uploads are "
+                                 "written: the local store, or the S3 store's cache).",
+                                 labels=["place"])
+        total = GaugeMetricFamily("model_manager_disk_total_bytes", "Size of the filesystem of "
+                                  "each place the server writes.", labels=["place"])
+        for place, space in self._measure().items():
+            free.add_metric([place], space.free)
+            total.add_metric([place], space.total)
+        yield free
+        yield total
