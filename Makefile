@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVE_VENV := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 TF := .venv-tf
@@ -30,6 +32,14 @@ $(STAMP): pyproject.toml constraints/test.txt
 	$(BIN)/python -m pip install --quiet --constraint constraints/test.txt --editable '.[test]'
 	touch $(STAMP)
 
+# What serving the demo needs and nothing else (no test tools, no heavy frameworks): the base
+# package and the demo extra, in an environment of its own so that `make test` never fights it.
+$(SERVE_STAMP): pyproject.toml constraints/test.txt
+	test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install --quiet --constraint constraints/test.txt --editable '.[demo]'
+	touch $(SERVE_STAMP)
+
 # checkov and the moto AWS emulator, for the deployment checks in the test suite.
 $(TOOLS_STAMP): deploy/tools-requirements.txt
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -44,8 +54,8 @@ $(TF_STAMP): tests/fixtures/tf-requirements.txt
 	$(TF)/bin/python -m pip install --quiet -r tests/fixtures/tf-requirements.txt
 	touch $(TF_STAMP)
 
-serve: $(STAMP)
-	$(BIN)/model-manager serve --port $(PORT) --demo
+serve: $(SERVE_STAMP)
+	$(SERVE_VENV)/bin/model-manager serve --port $(PORT) --demo
 
 lint: install
 	$(BIN)/ruff check src tests
@@ -64,7 +74,7 @@ fuzz: install
 	MODEL_MANAGER_FUZZ_EXAMPLES=3000 $(BIN)/pytest tests/e2e/test_fuzz.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(TF) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SERVE_VENV) $(TOOLS) $(TF) var .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks, never part of `make test`; results are appended to bench/results/*.jsonl.
 bench: install

@@ -47,6 +47,7 @@ from model_manager.serving.model_settings import SettingsCache
 from model_manager.serving.routes import RouteTable
 from model_manager.serving.shadow import ShadowDispatcher
 from model_manager.settings import Settings
+from model_manager.sizes import human_size
 from model_manager.store import open_store
 from model_manager.store.space import measure
 from model_manager.telemetry import (
@@ -123,9 +124,9 @@ def create_app(settings: Settings) -> FastAPI:
             await anyio.to_thread.run_sync(_register_demo, catalog, settings)
         freeze_startup_objects()
         log.info("ml-model-manager %s serving on %s:%d (registry %s, store %s, memory budget "
-                 "%d bytes)", __version__, settings.host, settings.port,
+                 "%s)", __version__, settings.host, settings.port,
                  registry.engine.url.render_as_string(), settings.resolved_store_url,
-                 settings.memory_budget)
+                 human_size(settings.memory_budget))
         await anyio.to_thread.run_sync(keys.refresh)
         _check_exposure(settings, keys)
         await anyio.to_thread.run_sync(model_settings.refresh)

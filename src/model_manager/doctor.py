@@ -89,7 +89,7 @@ def examine(registry: Registry, store: ArtifactStore, temp_older_than: float = 0
                 problem = _check_blob(store, digest, f"{model.name} v{version.number}")
                 if problem is not None:
                     problems.append(problem)
-    problems += [Problem("orphan_blob", f"{size} bytes that no version references", digest)
+    problems += [Problem("orphan_blob", f"{human_size(size)} that no version references", digest)
                  for digest, size in sorted(store.blobs().items()) if digest not in referenced]
     staging = store.staging_dir
     if staging.is_dir():

@@ -45,7 +45,7 @@ def test_malformed_binary_bytes(data: bytes, count: int, expected: str) -> None:
 def test_binary_fixed_size_needs_exact_byte_count() -> None:
     body, length = binary_body([{"name": "t", "datatype": "FP32", "shape": [2],
                                  "parameters": {"binary_data_size": 4}}], bytes(4))
-    with pytest.raises(InvalidInput, match="needs 8 bytes, binary_data_size is 4"):
+    with pytest.raises(InvalidInput, match="needs 8 B, binary_data_size says 4 bytes less"):
         decode_request(body, length)
 
 

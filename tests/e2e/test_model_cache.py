@@ -91,7 +91,7 @@ def test_a_model_larger_than_the_budget_is_503(budget_server: ServerProcess,
     assert response.status_code == 503
     assert "Retry-After" in response.headers
     error = response.json()["error"]
-    assert "more than the whole memory budget of 100000000 bytes" in error
+    assert "more than the whole memory budget of 95.4 MiB" in error
     assert "needs 13" in error  # ~110 MB estimated from the artifact, with headroom
     assert others.status_code == 200
 

@@ -34,6 +34,9 @@ def test_push_alias_predict_ls(server: ServerProcess, iris: IrisFiles) -> None:
     assert ["quick-iris", "2", "2", "production=1"] in [line.split() for line in table]
     versions = server.cli("ls", "quick-iris").stdout
     assert "onnx" in versions and "sklearn" in versions
+    assert versions.split()[:8] == ["VERSION", "FORMAT", "SIZE", "SHA256", "CREATED", "ALIASES",
+                                    "STATE", "LOADED"]
+    assert "KiB" in versions  # sizes as people read them, not byte counts
 
 
 def test_default_route_follows_production(server: ServerProcess, iris: IrisFiles) -> None:

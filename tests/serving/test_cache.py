@@ -240,11 +240,11 @@ async def test_a_pinned_model_is_never_evicted(cache: ModelCache, clock: Clock) 
 
 
 async def test_a_model_larger_than_the_budget_is_refused(cache: ModelCache, loader: Loader) -> None:
-    with pytest.raises(Unavailable, match=r"needs 500 bytes .*budget of 300 bytes"):
+    with pytest.raises(Unavailable, match=r"needs 500 B .*budget of 300 B"):
         await cache.load(version("huge", size=500))
     assert loader.calls == []
     loader.real_size[("liar", 1)] = 400  # small artifact, large in memory
-    with pytest.raises(Unavailable, match=r"needs 400 bytes \(measured\)"):
+    with pytest.raises(Unavailable, match=r"needs 400 B \(measured\)"):
         await cache.load(version("liar", size=10))
     assert cache.used == 0 and loaded(cache) == set()
     assert cache.state_of("liar", 1).state is State.FAILED

@@ -95,7 +95,7 @@ class TestStoreContract:
             store.fetch("0" * 64)
 
     def test_stage_stream_over_the_limit_raises_and_leaves_no_file(self, store: ArtifactStore) -> None:
-        with pytest.raises(TooLarge, match="100 bytes"):
+        with pytest.raises(TooLarge, match="limit of 100 B"):
             stage_stream([b"x" * 60, b"y" * 60, b"never read"], store.staging_dir, limit=100)
 
         assert staged_files(store) == []

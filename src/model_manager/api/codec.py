@@ -28,6 +28,7 @@ from model_manager.serving.inference import (
     InferOutput,
     RequestedOutput,
 )
+from model_manager.sizes import human_size
 from model_manager.types import Array
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -111,8 +112,8 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
                            f"got {header_length[:40]!r}")
     n = int(text)
     if n > len(body):
-        raise InvalidInput(f"Inference-Header-Content-Length is {n}, past the body's "
-                           f"{len(body)} bytes")
+        raise InvalidInput(f"Inference-Header-Content-Length runs {n - len(body)} bytes past "
+                           f"the body's {human_size(len(body))}")
     return body[:n], body[n:]
 
 
@@ -208,8 +209,9 @@ def _to_bytes(name: str, value: Any, limits: TensorLimits) -> bytes:
 
 def _check_element(name: str, length: int, limits: TensorLimits) -> None:
     if length > limits.max_bytes_element:
-        raise TooLarge(f"input {name!r}: a BYTES element of {length} bytes; the server takes at "
-                       f"most {limits.max_bytes_element} (--max-bytes-element)")
+        raise TooLarge(f"input {name!r}: a BYTES element of {human_size(length)}; the server "
+                       f"takes at most {human_size(limits.max_bytes_element)} "
+                       f"(--max-bytes-element)")
 
 
 class _BinaryReader:
@@ -225,8 +227,9 @@ class _BinaryReader:
             raise InvalidInput(f"input {name!r}: binary_data_size must be a byte count")
         end = self._offset + size
         if end > len(self._data):
-            raise InvalidInput(f"input {name!r}: binary_data_size {size} runs past the body "
-                               f"({len(self._data) - self._offset} bytes left)")
+            raise InvalidInput(f"input {name!r}: binary_data_size runs {end - len(self._data)} "
+                               f"bytes past the body ({human_size(len(self._data) - self._offset)} "
+                               f"left)")
         chunk = self._data[self._offset:end]
         self._offset = end
         count = math.prod(shape)
@@ -235,13 +238,14 @@ class _BinaryReader:
         expected = count * DATATYPES[datatype].itemsize
         if size != expected:
             raise InvalidInput(f"input {name!r}: shape {list(shape)} of {datatype} needs "
-                               f"{expected} bytes, binary_data_size is {size}")
+                               f"{human_size(expected)}, binary_data_size says "
+                               f"{_difference(size - expected)}")
         return np.frombuffer(chunk, dtype=DATATYPES[datatype].newbyteorder("<")).reshape(shape)
 
     def check_consumed(self) -> None:
         if self._offset != len(self._data):
-            raise InvalidInput(f"{len(self._data) - self._offset} bytes after the JSON header "
-                               "belong to no input")
+            raise InvalidInput(f"{human_size(len(self._data) - self._offset)} after the JSON "
+                               "header belong to no input")
 
 
 def _bytes_elements(name: str, chunk: memoryview, count: int, limits: TensorLimits) -> Array:
@@ -323,3 +327,8 @@ def _to_text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def _difference(extra: int) -> str:
+    """How far a declared size is off, exact however large the sizes: ``"4 bytes more"``."""
+    return f"{abs(extra)} bytes {'more' if extra > 0 else 'less'}"

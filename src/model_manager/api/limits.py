@@ -9,6 +9,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from model_manager.sizes import human_size
+
 _UPLOAD = re.compile(r"/api/models/.+/versions/?", re.DOTALL)
 
 
@@ -56,7 +58,7 @@ class BodySizeLimit:
 
 
 def too_large_message(limit: int, setting: str) -> str:
-    return f"request body is over the limit of {limit} bytes (the server's {setting})"
+    return f"request body is over the limit of {human_size(limit)} (the server's {setting})"
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -18,6 +18,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from model_manager.errors import InvalidInput
+from model_manager.sizes import human_size
 from model_manager.store import StagedFile
 from model_manager.store.base import Stager
 
@@ -130,7 +131,8 @@ class _Parts:
             self._pending.append(data[start:end])
             return
         if len(self._text) + end - start > MAX_FIELD_BYTES:
-            raise InvalidInput(f"form field {self._name[:40]!r} is over {MAX_FIELD_BYTES} bytes")
+            raise InvalidInput(f"form field {self._name[:40]!r} is over "
+                               f"{human_size(MAX_FIELD_BYTES)}")
         self._text += data[start:end]
 
     def _end(self) -> None:

@@ -12,6 +12,7 @@ import click
 
 from model_manager.cli.calls import call, echo_json
 from model_manager.cli.tables import format_table
+from model_manager.sizes import human_size
 
 LIMIT_OPTIONS = [
     ("--window", "Traffic that makes a version in use. [server default: 7d]"),
@@ -124,9 +125,4 @@ def _evidence(finding: dict[str, Any]) -> str:
 
 
 def _size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
+    return "-" if size is None else human_size(size)

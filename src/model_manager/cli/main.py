@@ -10,10 +10,11 @@ from typing import Any
 
 import click
 
-from model_manager.cli import doctor, governance, keys, monitoring
+from model_manager.cli import doctor, examples, governance, keys, monitoring
 from model_manager.cli.calls import Target, call, echo_json, json_arg
 from model_manager.cli.client import DEFAULT_URL
 from model_manager.cli.tables import format_table
+from model_manager.sizes import human_size
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -181,11 +182,12 @@ def list_(ctx: click.Context, name: str | None, as_json: bool) -> None:
     model = call(ctx, "request", "GET", f"/api/models/{name}")
     if as_json:
         return echo_json(model)
-    rows = [[v["version"], v["format"], v["size"], v["sha256"][:12], v["created_at"][:19],
-             ",".join(v["aliases"]), _state(v), v["loaded_bytes"] or ""]
+    rows = [[v["version"], v["format"], human_size(v["size"]), v["sha256"][:12],
+             v["created_at"][:19], ",".join(v["aliases"]), _state(v),
+             human_size(v["loaded_bytes"]) if v["loaded_bytes"] else ""]
             for v in model["versions"]]
-    click.echo(format_table(["VERSION", "FORMAT", "BYTES", "SHA256", "CREATED", "ALIASES",
-                             "STATE", "LOADED_BYTES"], rows))
+    click.echo(format_table(["VERSION", "FORMAT", "SIZE", "SHA256", "CREATED", "ALIASES",
+                             "STATE", "LOADED"], rows))
 
 
 def _state(version: dict[str, Any]) -> str:
@@ -224,7 +226,8 @@ def rm(ctx: click.Context, name: str, version: str) -> None:
 def pin(ctx: click.Context, name: str, version: str) -> None:
     """Load VERSION of NAME now and keep it loaded (never evicted)."""
     state = call(ctx, "request", "PUT", f"/api/models/{name}/versions/{version}/pin")
-    click.echo(f"pinned {name} version {state['version']} ({state['loaded_bytes']} bytes loaded)")
+    click.echo(f"pinned {name} version {state['version']} ({human_size(state['loaded_bytes'])} "
+               "loaded)")
 
 
 @cli.command()
@@ -429,3 +432,4 @@ for command in (monitoring.shadow, monitoring.outcomes, monitoring.settings, gov
                 governance.cleanup, governance.archive, governance.unarchive, keys.keys,
                 doctor.doctor):
     cli.add_command(command)
+examples.attach(cli)

@@ -38,6 +38,7 @@ from model_manager.registry.records import VersionRecord
 from model_manager.runtimes.base import Runtime
 from model_manager.serving.hooks import CacheHooks, NoHooks, UnloadReason
 from model_manager.serving.memory import process_rss, release_freed_memory
+from model_manager.sizes import human_size
 from model_manager.types import VersionKey
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ class ModelCache:
             await self._remove(entry, UnloadReason.REQUESTED)
             raise
         seconds = time.perf_counter() - started
-        log.info("loaded %s v%d: %d bytes in %.3fs", *key, entry.size, seconds)
+        log.info("loaded %s v%d: %s in %.3fs", *key, human_size(entry.size), seconds)
         self._hooks.on_load(key, entry.size, seconds)
         return entry
 
@@ -303,8 +304,9 @@ class ModelCache:
 
     def _check_fits(self, version: VersionRecord, size: int, how: str) -> None:
         if size > self.budget:
-            raise Unavailable(f"version {version.number} of {version.model!r} needs {size} bytes "
-                              f"({how}), more than the whole memory budget of {self.budget} bytes; "
+            raise Unavailable(f"version {version.number} of {version.model!r} needs "
+                              f"{human_size(size)} ({how}), more than the whole memory budget of "
+                              f"{human_size(self.budget)}; "
                               "raise --memory-budget", retry_after=60)
 
     def _record_failure(self, version: VersionRecord, exc: Exception) -> Unavailable:
@@ -334,8 +336,9 @@ class ModelCache:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Overloaded(
-                    f"the memory budget ({self.budget} bytes) is held by models that are busy or "
-                    f"pinned; {need} more bytes are needed", retry_after=max(1, round(self._room_wait)))
+                    f"the memory budget ({human_size(self.budget)}) is held by models that are "
+                    f"busy or pinned; {human_size(need)} more are needed",
+                    retry_after=max(1, round(self._room_wait)))
             await self._wait_for_change(remaining)
 
     def _lru_victim(self, keep: LoadedModel | None) -> LoadedModel | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from model_manager.errors import TooLarge
+from model_manager.sizes import human_size
 from model_manager.store.space import is_disk_full, no_room
 from model_manager.types import Digest
 
@@ -92,7 +93,7 @@ class Stager:
     def write(self, chunk: bytes) -> None:
         if self.size + len(chunk) > self.limit:
             self.discard()
-            raise TooLarge(f"upload is over the limit of {self.limit} bytes "
+            raise TooLarge(f"upload is over the limit of {human_size(self.limit)} "
                            "(raise it with --max-upload-size)")
         with self._disk_full():
             self._out.write(chunk)
