@@ -100,10 +100,10 @@ def test_binary_header_length_past_the_body_is_400(http: httpx.Client, served: s
     body = header + bytes(32)
     past = http.post(f"/v2/models/{served}/infer", content=body,
                      headers={"Inference-Header-Content-Length": str(len(body) + 10)})
-    assert "past the body" in error_of(past, 400)
+    assert "Inference-Header-Content-Length runs 10 bytes past the body" in error_of(past, 400)
     short = http.post(f"/v2/models/{served}/infer", content=header + bytes(16),
                       headers={"Inference-Header-Content-Length": str(len(header))})
-    assert "runs past the body" in error_of(short, 400)
+    assert "binary_data_size runs 16 bytes past the body" in error_of(short, 400)
     extra = http.post(f"/v2/models/{served}/infer", content=body + bytes(8),
                       headers={"Inference-Header-Content-Length": str(len(header))})
     assert "belong to no input" in error_of(extra, 400)

@@ -33,7 +33,7 @@ def x(shape: list[int], data: list[float] | None = None, name: str = "x") -> dic
     ([x([1, 1_000_000_000])], 413, "at most 100 per input (--max-tensor-elements)"),
     ([x([2**40, 2**40])], 413, "--max-tensor-elements"),
     ([{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["eleven char"]}], 413,
-     "BYTES element of 11 bytes"),
+     "BYTES element of 11 B"),
 ])
 def test_requests_past_a_limit_are_refused(limited: ServerProcess, inputs: list[object], status: int,
                                            message: str) -> None:
