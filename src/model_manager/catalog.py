@@ -24,6 +24,7 @@ from model_manager.bounded_json import parse_json
 from model_manager.errors import (
     Conflict,
     InsufficientStorage,
+    InvalidArtifact,
     InvalidInput,
     ModelManagerError,
     Unreachable,
@@ -35,7 +36,7 @@ from model_manager.runtimes.compile import compile_sklearn
 from model_manager.runtimes.sklearn import SklearnRuntime
 from model_manager.serving.batching import BatchPolicy
 from model_manager.serving.memory import release_freed_memory
-from model_manager.serving.validation import OutputRules
+from model_manager.serving.validation import ALLOW_NON_FINITE, OutputRules
 from model_manager.store import ArtifactStore, StagedFile, iter_file, stage_stream
 from model_manager.store.base import Stager
 from model_manager.store.space import check_room, is_disk_full, no_room
@@ -237,6 +238,8 @@ def _checked_metadata(
     probe = Probe.from_metadata(metadata)
     if metadata.get("batching") is not None:
         BatchPolicy.from_json(metadata["batching"])
+    if not isinstance(metadata.get(ALLOW_NON_FINITE, False), bool):
+        raise InvalidArtifact(f"metadata {ALLOW_NON_FINITE!r} must be true or false")
     return metadata, override, probe
 
 

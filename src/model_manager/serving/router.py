@@ -27,7 +27,13 @@ from model_manager.serving.inference import InferenceRequest, InferenceResponse,
 from model_manager.serving.model_settings import SettingsCache
 from model_manager.serving.routes import ModelRoutes, RouteTable
 from model_manager.serving.shadow import ShadowDispatcher, ShadowJob
-from model_manager.serving.validation import OutputRules, check_inputs, check_outputs, select_outputs
+from model_manager.serving.validation import (
+    ALLOW_NON_FINITE,
+    OutputRules,
+    check_inputs,
+    check_outputs,
+    select_outputs,
+)
 from model_manager.telemetry import PredictionLog
 from model_manager.telemetry.usage import Tracking, UsageRecorder
 from model_manager.types import Array, Tensors, VersionKey
@@ -84,7 +90,8 @@ class PredictionRouter:
             request = request or decode()
             async with self._cache.acquire(version) as model:
                 signature = model.runtime.signature
-                inputs = check_inputs(signature, request)
+                inputs = check_inputs(signature, request,
+                                      model.version.metadata.get(ALLOW_NON_FINITE) is True)
                 names = select_outputs(signature, request)
                 results = await self._run(model, inputs, names, tracking)
             outputs = self._checked(model, names, results, tracking)
