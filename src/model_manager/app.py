@@ -75,7 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
     options = LoadOptions(allow_pickle=settings.allow_pickle,
                           allow_custom_code=settings.allow_custom_code,
                           threads=settings.model_threads, device=settings.torch_device)
-    catalog = Catalog(registry, store, options, settings.max_upload_size, events)
+    catalog = Catalog(registry, store, options, settings.max_upload_size, events,
+                      max_unpacked_size=settings.unpacked_limit)
     metrics = Metrics()
     usage = UsageRecorder(UsageStore(registry), metrics, events, clock)
     history = CacheHistory(clock)

@@ -47,11 +47,14 @@ log = logging.getLogger(__name__)
 
 class Catalog:
     def __init__(self, registry: Registry, store: ArtifactStore, options: LoadOptions,
-                 max_upload_size: int, events: EventLog | None = None) -> None:
+                 max_upload_size: int, events: EventLog | None = None, *,
+                 max_unpacked_size: int | None = None) -> None:
         self.registry = registry
         self.store = store
         self.options = options
         self.max_upload_size = max_upload_size
+        self.max_unpacked_size = max_unpacked_size or 4 * max_upload_size
+        """Bytes a zip-based upload may unpack to (its members' declared sizes)."""
         self._events = events
         self._blobs = threading.Lock()
 
@@ -113,7 +116,7 @@ class Catalog:
                     actor: str | None, compile: bool) -> VersionRecord:
         twin: StagedFile | None = None
         try:
-            check_archive(staged.path)
+            check_archive(staged.path, self.max_unpacked_size)
             fmt = detect_format(staged.path, filename, format)
             runtime = fmt.load(staged.path, self.options, override)
             signature = runtime.signature

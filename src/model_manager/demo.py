@@ -62,7 +62,8 @@ def register_demo_models_from(settings: Settings) -> None:
                               allow_custom_code=settings.allow_custom_code,
                               threads=settings.model_threads, device=settings.torch_device)
         store = open_store(settings.resolved_store_url, settings.data_dir / "cache")
-        register_demo_models(Catalog(registry, store, options, settings.max_upload_size))
+        register_demo_models(Catalog(registry, store, options, settings.max_upload_size,
+                                     max_unpacked_size=settings.unpacked_limit))
     finally:
         registry.close()
 

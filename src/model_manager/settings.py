@@ -151,6 +151,9 @@ class Settings:
     clock_file: Path | None = None
     """A file holding seconds to add to the server's clock (to try out time-based policies)."""
     max_upload_size: int = 2 * 1024**3
+    max_unpacked_size: int | None = None
+    """Bytes a zip-based upload may unpack to, from its members' declared sizes; default: 4x
+    ``max_upload_size``."""
     max_request_size: int = 64 * 1024**2
     max_inputs: int = 64
     """Input tensors in one infer request."""
@@ -161,6 +164,11 @@ class Settings:
     log_level: str = "info"
     http_server: str = "uvicorn"
     """``uvicorn`` (httptools and uvloop) or ``granian`` (the granian extra)."""
+
+    @property
+    def unpacked_limit(self) -> int:
+        """``max_unpacked_size``, or its default: 4x the upload limit."""
+        return self.max_unpacked_size or 4 * self.max_upload_size
 
     @property
     def preload_aliases(self) -> list[str]:
@@ -188,7 +196,8 @@ class Settings:
         return cls(**{name: _coerce(name, value) for name, value in values.items()})
 
 
-_SIZES = {"memory_budget", "max_upload_size", "max_request_size", "max_bytes_element"}
+_SIZES = {"memory_budget", "max_upload_size", "max_unpacked_size", "max_request_size",
+          "max_bytes_element"}
 _DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout", "usage_flush_interval",
               "probe_interval", "health_window", "health_max_p99", "guard_interval",
               "report_window", "stale_after", "never_used_grace", "idle_after", "purge_after",

@@ -87,6 +87,8 @@ def main() -> None:
 @click.option("--clock-file", type=click.Path(path_type=Path),
               help="A file with seconds to add to the server's clock, to try time-based policies.")
 @click.option("--max-upload-size", help="Largest model upload, e.g. 2GiB. [default: 2GiB]")
+@click.option("--max-unpacked-size",
+              help="Largest size a zip-based upload may unpack to. [default: 4x --max-upload-size]")
 @click.option("--max-request-size", help="Largest other request body. [default: 64MiB]")
 @click.option("--max-inputs", type=int, help="Input tensors in one infer request. [default: 64]")
 @click.option("--max-tensor-elements", type=int,
