@@ -38,6 +38,7 @@ from model_manager.governance import Governance, Limits
 from model_manager.health import HealthMonitor, Thresholds
 from model_manager.registry import Registry
 from model_manager.runtimes import LoadOptions
+from model_manager.runtimes.remote import Isolation, prestart
 from model_manager.serving import LoadedModel, ModelCache, PredictionRouter, VersionLifecycle
 from model_manager.serving.guard import CanaryGuard
 from model_manager.serving.hooks import HookFanout
@@ -76,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
                           allow_custom_code=settings.allow_custom_code,
                           threads=settings.model_threads, device=settings.torch_device)
     catalog = Catalog(registry, store, options, settings.max_upload_size, events,
-                      max_unpacked_size=settings.unpacked_limit)
+                      max_unpacked_size=settings.unpacked_limit, isolation=Isolation.from_settings(settings))
     metrics = Metrics()
     usage = UsageRecorder(UsageStore(registry), metrics, events, clock)
     history = CacheHistory(clock)
@@ -131,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
         _check_exposure(settings, keys)
         await anyio.to_thread.run_sync(model_settings.refresh)
         tasks = [asyncio.create_task(_start_up(lifecycle, settings, readiness)),
+                 asyncio.create_task(_in_thread(prestart)),
                  asyncio.create_task(_every(settings.usage_flush_interval, _flush, *flushed)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, model_settings.refresh)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, keys.refresh)),

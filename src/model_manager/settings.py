@@ -114,6 +114,15 @@ class Settings:
     """Seconds a SIGTERM waits for requests in flight before the server stops anyway."""
     predict_timeout: float = 30.0
     """Seconds a prediction may run before the caller gets 504."""
+    isolate: str = "untrusted"
+    """Versions served from a model process of their own: ``untrusted`` (formats that can run
+    arbitrary code: pickle/joblib, Keras with custom code allowed), ``all`` or ``none``."""
+    model_memory_limit: int | None = None
+    """Bytes of memory one model process (an upload's check, an isolated version) may hold
+    before it is killed; default: the memory budget."""
+    load_timeout: float = 300.0
+    """Seconds an upload's check (load, signature, compiled twin, probe) or an isolated load may
+    take before its process is killed."""
     usage_flush_interval: float = 5.0
     """Seconds between writes of usage counts to the registry (a crash loses at most this)."""
     probe_interval: float = 300.0
@@ -197,8 +206,10 @@ class Settings:
 
 
 _SIZES = {"memory_budget", "max_upload_size", "max_unpacked_size", "max_request_size",
+          "model_memory_limit",
           "max_bytes_element"}
-_DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout", "usage_flush_interval",
+_DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout", "load_timeout",
+              "usage_flush_interval",
               "probe_interval", "health_window", "health_max_p99", "guard_interval",
               "report_window", "stale_after", "never_used_grace", "idle_after", "purge_after",
               "cleanup_interval"}

@@ -60,6 +60,14 @@ def main() -> None:
 @click.option("--shutdown-timeout", help="How long SIGTERM waits for requests in flight. "
               "[default: 30s]")
 @click.option("--predict-timeout", help="Longest a prediction may run (504 after). [default: 30s]")
+@click.option("--isolate", type=click.Choice(["untrusted", "all", "none"]),
+              help="Versions served from a model process of their own: untrusted (pickle, "
+                   "Keras custom code), all or none. [default: untrusted]")
+@click.option("--model-memory-limit",
+              help="Memory one model process may hold before it is killed. [default: the "
+                   "memory budget]")
+@click.option("--load-timeout", help="Longest an upload's check or an isolated load may take. "
+              "[default: 5m]")
 @click.option("--usage-flush-interval", help="How often usage counts are saved. [default: 5s]")
 @click.option("--probe-interval", help="How often loaded versions' golden probes run. [default: 5m]")
 @click.option("--health-window", help="Recent requests health looks at. [default: 5m]")

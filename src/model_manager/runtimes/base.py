@@ -39,6 +39,13 @@ class Runtime(Protocol):
         ...
 
 
+def resident_elsewhere(runtime: Runtime) -> int:
+    """Bytes the runtime holds outside this process (a model process's own memory), which a
+    measurement of this process's RSS does not see."""
+    measure = getattr(runtime, "resident_bytes", None)
+    return int(measure()) if measure is not None else 0
+
+
 class ModelFormat(Protocol):
     """A file format and the runtime that serves it."""
 
