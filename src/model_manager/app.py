@@ -38,7 +38,7 @@ from model_manager.governance import Governance, Limits
 from model_manager.health import HealthMonitor, Thresholds
 from model_manager.registry import Registry
 from model_manager.runtimes import LoadOptions
-from model_manager.runtimes.remote import Isolation, prestart
+from model_manager.runtimes.remote import Isolation
 from model_manager.serving import LoadedModel, ModelCache, PredictionRouter, VersionLifecycle
 from model_manager.serving.guard import CanaryGuard
 from model_manager.serving.hooks import HookFanout
@@ -132,7 +132,6 @@ def create_app(settings: Settings) -> FastAPI:
         _check_exposure(settings, keys)
         await anyio.to_thread.run_sync(model_settings.refresh)
         tasks = [asyncio.create_task(_start_up(lifecycle, settings, readiness)),
-                 asyncio.create_task(_in_thread(prestart)),
                  asyncio.create_task(_every(settings.usage_flush_interval, _flush, *flushed)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, model_settings.refresh)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, keys.refresh)),

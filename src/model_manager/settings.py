@@ -119,7 +119,7 @@ class Settings:
     arbitrary code: pickle/joblib, Keras with custom code allowed), ``all`` or ``none``."""
     model_memory_limit: int | None = None
     """Bytes of memory one model process (an upload's check, an isolated version) may hold
-    before it is killed; default: the memory budget."""
+    before it is killed; default: the memory budget, at least 2 GiB."""
     load_timeout: float = 300.0
     """Seconds an upload's check (load, signature, compiled twin, probe) or an isolated load may
     take before its process is killed."""

@@ -65,7 +65,7 @@ def main() -> None:
                    "Keras custom code), all or none. [default: untrusted]")
 @click.option("--model-memory-limit",
               help="Memory one model process may hold before it is killed. [default: the "
-                   "memory budget]")
+                   "memory budget, at least 2GiB]")
 @click.option("--load-timeout", help="Longest an upload's check or an isolated load may take. "
               "[default: 5m]")
 @click.option("--usage-flush-interval", help="How often usage counts are saved. [default: 5s]")

@@ -41,6 +41,9 @@ WATCH_INTERVAL = 0.05
 """Seconds between checks of a model process's memory."""
 
 ISOLATE_MODES = ("untrusted", "all", "none")
+MIN_DEFAULT_MEMORY = 2 * 1024**3
+"""The least memory limit of a model process by default (a framework's own overhead and an
+upload that is too large for the budget still load, and are judged by the budget)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +66,8 @@ class Isolation:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Isolation:
-        return cls(settings.isolate, settings.model_memory_limit or settings.memory_budget,
-                   settings.load_timeout, settings.predict_timeout)
+        memory = settings.model_memory_limit or max(settings.memory_budget, MIN_DEFAULT_MEMORY)
+        return cls(settings.isolate, memory, settings.load_timeout, settings.predict_timeout)
 
     def __post_init__(self) -> None:
         if self.mode not in ISOLATE_MODES:
@@ -307,12 +310,3 @@ def _private_bytes(pid: int | None) -> int:
                        if line.startswith(("Private_Clean:", "Private_Dirty:")))
     except (OSError, ValueError):
         return 0
-
-
-def prestart() -> None:
-    """Start the fork server now (it imports ``PRELOADED``), so the first upload or isolated
-    load does not wait for it."""
-    from multiprocessing import forkserver
-
-    _context()
-    forkserver.ensure_running()

@@ -21,6 +21,7 @@ import anyio.to_thread
 from model_manager.errors import InvalidOutput, NotFound, PredictionTimeout, Saturated
 from model_manager.registry import ModelRecord, VersionRecord
 from model_manager.runtimes import Runtime
+from model_manager.runtimes.base import is_out_of_process
 from model_manager.serving.batching import Batcher, BatchPolicy
 from model_manager.serving.cache import LoadedModel, ModelCache
 from model_manager.serving.inference import InferenceRequest, InferenceResponse, InferOutput
@@ -154,7 +155,8 @@ class PredictionRouter:
         batcher = self._batcher(model)
         if batcher is not None:
             results, seconds = await batcher.predict(inputs, names)
-        elif cost is not None and cost < INLINE_BELOW and _elements(inputs) <= INLINE_MAX_ELEMENTS:
+        elif cost is not None and cost < INLINE_BELOW and _elements(inputs) <= INLINE_MAX_ELEMENTS \
+                and not is_out_of_process(model.runtime):
             results, seconds = _timed(model.runtime, inputs, names)
         else:
             results, seconds = await self._in_thread(model, inputs, names)
