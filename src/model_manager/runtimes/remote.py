@@ -32,11 +32,12 @@ from model_manager.settings import Settings
 from model_manager.sizes import human_size
 from model_manager.types import Array, Tensors
 
-PRELOADED = ["__main__", "model_manager.runtimes.worker", "numpy", "onnxruntime", "sklearn", "joblib",
-             "skops.io", "skl2onnx"]
+PRELOADED = ["__main__", "model_manager.cli.main", "model_manager.runtimes.worker", "numpy",
+             "onnxruntime", "sklearn", "joblib", "skops.io", "skl2onnx"]
 """Imported once by the fork server, so that model processes start with them (missing ones
-are skipped; ``__main__`` spares each process a re-import of the server's main module); other
-frameworks are imported by the process that needs them."""
+are skipped); other frameworks are imported by the process that needs them. Each process runs
+the server's main module again (multiprocessing does, and Python 3.11's fork server ignores
+``__main__`` here): with the command's module preloaded that costs nothing."""
 WATCH_INTERVAL = 0.05
 """Seconds between checks of a model process's memory."""
 
