@@ -119,3 +119,9 @@ def test_default_db_url_is_absolute() -> None:
     assert url.startswith("sqlite:///")
     assert url.endswith("registry.db")
     assert Path(url[len("sqlite:///"):]).is_absolute()
+
+
+def test_max_unpacked_size_defaults_to_four_uploads() -> None:
+    assert Settings.load({"max_upload_size": "1MiB"}, environ={}).unpacked_limit == 4 * 1024**2
+    given = Settings.load({}, environ={"MODEL_MANAGER_MAX_UNPACKED_SIZE": "1GiB"})
+    assert given.max_unpacked_size == given.unpacked_limit == 1024**3

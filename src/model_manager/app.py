@@ -38,6 +38,7 @@ from model_manager.governance import Governance, Limits
 from model_manager.health import HealthMonitor, Thresholds
 from model_manager.registry import Registry
 from model_manager.runtimes import LoadOptions
+from model_manager.runtimes.remote import Isolation
 from model_manager.serving import LoadedModel, ModelCache, PredictionRouter, VersionLifecycle
 from model_manager.serving.guard import CanaryGuard
 from model_manager.serving.hooks import HookFanout
@@ -76,7 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
     options = LoadOptions(allow_pickle=settings.allow_pickle,
                           allow_custom_code=settings.allow_custom_code,
                           threads=settings.model_threads, device=settings.torch_device)
-    catalog = Catalog(registry, store, options, settings.max_upload_size, events)
+    catalog = Catalog(registry, store, options, settings.max_upload_size, events,
+                      max_unpacked_size=settings.unpacked_limit, isolation=Isolation.from_settings(settings))
     metrics = Metrics()
     usage = UsageRecorder(UsageStore(registry), metrics, events, clock)
     history = CacheHistory(clock)

@@ -24,6 +24,7 @@ from model_manager.bounded_json import parse_json
 from model_manager.errors import (
     Conflict,
     InsufficientStorage,
+    InvalidArtifact,
     InvalidInput,
     ModelManagerError,
     Unreachable,
@@ -31,11 +32,9 @@ from model_manager.errors import (
 from model_manager.probes import Probe
 from model_manager.registry import Registry, VersionRecord, check_model_name
 from model_manager.runtimes import LoadOptions, Runtime, Signature, check_archive, detect_format, get_format
-from model_manager.runtimes.compile import compile_sklearn
-from model_manager.runtimes.sklearn import SklearnRuntime
+from model_manager.runtimes.remote import Isolation, check_upload, load_remote
 from model_manager.serving.batching import BatchPolicy
-from model_manager.serving.memory import release_freed_memory
-from model_manager.serving.validation import OutputRules
+from model_manager.serving.validation import ALLOW_NON_FINITE, OutputRules
 from model_manager.store import ArtifactStore, StagedFile, iter_file, stage_stream
 from model_manager.store.base import Stager
 from model_manager.store.space import check_room, is_disk_full, no_room
@@ -46,11 +45,17 @@ log = logging.getLogger(__name__)
 
 class Catalog:
     def __init__(self, registry: Registry, store: ArtifactStore, options: LoadOptions,
-                 max_upload_size: int, events: EventLog | None = None) -> None:
+                 max_upload_size: int, events: EventLog | None = None, *,
+                 max_unpacked_size: int | None = None,
+                 isolation: Isolation | None = None) -> None:
         self.registry = registry
         self.store = store
         self.options = options
         self.max_upload_size = max_upload_size
+        self.max_unpacked_size = max_unpacked_size or 4 * max_upload_size
+        """Bytes a zip-based upload may unpack to (its members' declared sizes)."""
+        self.isolation = isolation or Isolation()
+        """Which versions load in a process of their own; every upload is checked in one."""
         self._events = events
         self._blobs = threading.Lock()
 
@@ -112,13 +117,11 @@ class Catalog:
                     actor: str | None, compile: bool) -> VersionRecord:
         twin: StagedFile | None = None
         try:
-            check_archive(staged.path)
+            check_archive(staged.path, self.max_unpacked_size)
             fmt = detect_format(staged.path, filename, format)
-            runtime = fmt.load(staged.path, self.options, override)
-            signature = runtime.signature
-            if isinstance(runtime, SklearnRuntime):
-                twin, metadata["compiled"] = self._compile(runtime, compile, probe)
-            runtime.unload()
+            signature, twin, compiled = self._check(staged, fmt.name, override, probe, compile)
+            if compiled is not None:
+                metadata["compiled"] = compiled
             with self._blobs:
                 self.store.put(staged)
                 if twin is not None:
@@ -128,25 +131,32 @@ class Catalog:
         finally:
             if twin is not None:
                 twin.discard()
-        release_freed_memory()  # the check load is gone: give its memory back
         if self._events is not None:
             self._events.emit("upload", model=name, version=version.number, sha256=version.sha256,
                               bytes=version.size, format=version.format,
                               compiled=version.compiled_sha256 is not None)
         return version
 
-    def _compile(self, runtime: SklearnRuntime, wanted: bool,
-                 probe: Probe | None) -> tuple[StagedFile | None, dict[str, Any]]:
-        if not wanted:
-            return None, {"format": None, "reason": "turned off at upload"}
+    def _check(self, staged: StagedFile, fmt: str, override: Signature | None,
+               probe: Probe | None, compile: bool
+               ) -> tuple[Signature, StagedFile | None, dict[str, Any] | None]:
+        """Load the upload in a process of its own (``check_upload``): its signature, its
+        staged compiled twin (if any) and the report for ``metadata["compiled"]`` (None: not
+        a scikit-learn model)."""
+        probe_call = (probe.inputs, list(probe.expected)) if probe is not None else None
         with tempfile.TemporaryDirectory(dir=self.store.staging_dir) as workdir:
-            compiled = compile_sklearn(runtime, runtime.estimator, Path(workdir), self.options,
-                                       probe.inputs if probe else None)
-            if compiled.path is None:
-                return None, compiled.report
-            twin = stage_stream(iter_file_path(compiled.path), self.store.staging_dir,
+            checked = check_upload(staged.path, fmt, self.options, override, probe_call,
+                                   Path(workdir) if compile else None, self.isolation)
+            if fmt == "sklearn" and not compile:
+                return checked.signature, None, {"format": None, "reason": "turned off at upload"}
+            if checked.compiled is None:
+                return checked.signature, None, None
+            path, report = checked.compiled
+            if path is None:
+                return checked.signature, None, report
+            twin = stage_stream(iter_file_path(path), self.store.staging_dir,
                                 self.max_upload_size, self.store.staging_place)
-        return twin, {**compiled.report, "sha256": twin.sha256, "size": twin.size}
+        return checked.signature, twin, {**report, "sha256": twin.sha256, "size": twin.size}
 
     def delete_version(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
         with self._blobs:
@@ -184,6 +194,10 @@ class Catalog:
                             version.model, version.number, exc.message)
         path = self.store.fetch(version.sha256)
         with _paths_hidden(path.parent, Path(tempfile.gettempdir())):
+            if self.isolation.is_isolated(version.format, path, self.options):
+                return load_remote(path, version.format, self.options, version.signature,
+                                   self.isolation, f"version {version.number} of "
+                                                   f"{version.model!r}")
             return get_format(version.format).load(path, self.options, version.signature)
 
     def _register(self, name: str, sha256: str, size: int, fmt: str, signature: Signature,
@@ -237,6 +251,8 @@ def _checked_metadata(
     probe = Probe.from_metadata(metadata)
     if metadata.get("batching") is not None:
         BatchPolicy.from_json(metadata["batching"])
+    if not isinstance(metadata.get(ALLOW_NON_FINITE, False), bool):
+        raise InvalidArtifact(f"metadata {ALLOW_NON_FINITE!r} must be true or false")
     return metadata, override, probe
 
 

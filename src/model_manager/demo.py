@@ -52,6 +52,7 @@ def register_demo_models_from(settings: Settings) -> None:
     from model_manager.clock import Clock
     from model_manager.registry import Registry
     from model_manager.runtimes import LoadOptions
+    from model_manager.runtimes.remote import Isolation
     from model_manager.store import open_store
 
     logging.basicConfig(level=settings.log_level.upper(),
@@ -62,7 +63,9 @@ def register_demo_models_from(settings: Settings) -> None:
                               allow_custom_code=settings.allow_custom_code,
                               threads=settings.model_threads, device=settings.torch_device)
         store = open_store(settings.resolved_store_url, settings.data_dir / "cache")
-        register_demo_models(Catalog(registry, store, options, settings.max_upload_size))
+        register_demo_models(Catalog(registry, store, options, settings.max_upload_size,
+                                     max_unpacked_size=settings.unpacked_limit,
+                                     isolation=Isolation.from_settings(settings)))
     finally:
         registry.close()
 

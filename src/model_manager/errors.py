@@ -16,6 +16,7 @@
     ├── Unavailable                  cannot serve now; the caller may retry later
     │   ├── Overloaded               no capacity now (memory budget full of busy or pinned models)
     │   ├── Unreachable              the registry's database or the artifact store does not answer
+    │   ├── ModelCrashed             the process serving a model died (a crash, a kill, a hang)
     │   └── StoreFull                a remote artifact store refused a write: full, or over quota
     ├── PredictionTimeout            a prediction ran past the timeout
     └── ModelError                   the model itself failed while predicting
@@ -101,6 +102,16 @@ class StoreFull(Unavailable):
 
     def __init__(self, message: str, retry_after: int = 60) -> None:
         super().__init__(message, retry_after)
+
+
+class ModelCrashed(Unavailable):
+    """The process that serves a model died: a crash, a kill for memory, or a hang stopped by
+    the timeout. ``reason`` says which ("crashed: SIGSEGV during predict"); the model is loaded
+    again after a backoff."""
+
+    def __init__(self, message: str, reason: str, retry_after: int = 1) -> None:
+        super().__init__(message, retry_after)
+        self.reason = reason
 
 
 class Saturated(Overloaded):

@@ -114,6 +114,15 @@ class Settings:
     """Seconds a SIGTERM waits for requests in flight before the server stops anyway."""
     predict_timeout: float = 30.0
     """Seconds a prediction may run before the caller gets 504."""
+    isolate: str = "untrusted"
+    """Versions served from a model process of their own: ``untrusted`` (formats that can run
+    arbitrary code: pickle/joblib, Keras with custom code allowed), ``all`` or ``none``."""
+    model_memory_limit: int | None = None
+    """Bytes of memory one model process (an upload's check, an isolated version) may hold
+    before it is killed; default: the memory budget, at least 2 GiB."""
+    load_timeout: float = 300.0
+    """Seconds an upload's check (load, signature, compiled twin, probe) or an isolated load may
+    take before its process is killed."""
     usage_flush_interval: float = 5.0
     """Seconds between writes of usage counts to the registry (a crash loses at most this)."""
     probe_interval: float = 300.0
@@ -151,6 +160,9 @@ class Settings:
     clock_file: Path | None = None
     """A file holding seconds to add to the server's clock (to try out time-based policies)."""
     max_upload_size: int = 2 * 1024**3
+    max_unpacked_size: int | None = None
+    """Bytes a zip-based upload may unpack to, from its members' declared sizes; default: 4x
+    ``max_upload_size``."""
     max_request_size: int = 64 * 1024**2
     max_inputs: int = 64
     """Input tensors in one infer request."""
@@ -161,6 +173,11 @@ class Settings:
     log_level: str = "info"
     http_server: str = "uvicorn"
     """``uvicorn`` (httptools and uvloop) or ``granian`` (the granian extra)."""
+
+    @property
+    def unpacked_limit(self) -> int:
+        """``max_unpacked_size``, or its default: 4x the upload limit."""
+        return self.max_unpacked_size or 4 * self.max_upload_size
 
     @property
     def preload_aliases(self) -> list[str]:
@@ -188,8 +205,11 @@ class Settings:
         return cls(**{name: _coerce(name, value) for name, value in values.items()})
 
 
-_SIZES = {"memory_budget", "max_upload_size", "max_request_size", "max_bytes_element"}
-_DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout", "usage_flush_interval",
+_SIZES = {"memory_budget", "max_upload_size", "max_unpacked_size", "max_request_size",
+          "model_memory_limit",
+          "max_bytes_element"}
+_DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout", "load_timeout",
+              "usage_flush_interval",
               "probe_interval", "health_window", "health_max_p99", "guard_interval",
               "report_window", "stale_after", "never_used_grace", "idle_after", "purge_after",
               "cleanup_interval"}

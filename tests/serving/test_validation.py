@@ -314,3 +314,21 @@ def test_allowed_numbers_compare_as_numbers() -> None:
     _, violations = check_outputs(signature, rules, ["label"], {"label": np.array([0.0, 1.0, 2.0])})
     assert [v.message for v in violations] == [
         "output 'label': labels ['2.0'] are not among the allowed ['0', '1']"]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_non_finite_float_inputs_are_bad_input_naming_the_count(dtype: type) -> None:
+    data = np.array([[1, np.nan, np.inf, -np.inf]], dtype=dtype)
+    signature = Signature((TensorSpec("x", DATATYPE_OF[dtype], (-1, 4)),),
+                          (TensorSpec("y", "FP32", (-1,)),))
+    x = InferInput("x", DATATYPE_OF[dtype], data)
+
+    with pytest.raises(InvalidInput) as info:
+        check_inputs(signature, request(x))
+
+    assert not isinstance(info.value, SignatureMismatch)
+    assert info.value.message.startswith("input 'x' holds 3 NaN or infinite value(s) of 4")
+    assert check_inputs(signature, request(x), allow_non_finite=True)["x"] is data
+
+
+DATATYPE_OF = {np.float16: "FP16", np.float32: "FP32", np.float64: "FP64"}

@@ -61,6 +61,14 @@ def main() -> None:
 @click.option("--shutdown-timeout", help="How long SIGTERM waits for requests in flight. "
               "[default: 30s]")
 @click.option("--predict-timeout", help="Longest a prediction may run (504 after). [default: 30s]")
+@click.option("--isolate", type=click.Choice(["untrusted", "all", "none"]),
+              help="Versions served from a model process of their own: untrusted (pickle, "
+                   "Keras custom code), all or none. [default: untrusted]")
+@click.option("--model-memory-limit",
+              help="Memory one model process may hold before it is killed. [default: the "
+                   "memory budget, at least 2GiB]")
+@click.option("--load-timeout", help="Longest an upload's check or an isolated load may take. "
+              "[default: 5m]")
 @click.option("--usage-flush-interval", help="How often usage counts are saved. [default: 5s]")
 @click.option("--probe-interval", help="How often loaded versions' golden probes run. [default: 5m]")
 @click.option("--health-window", help="Recent requests health looks at. [default: 5m]")
@@ -88,6 +96,8 @@ def main() -> None:
 @click.option("--clock-file", type=click.Path(path_type=Path),
               help="A file with seconds to add to the server's clock, to try time-based policies.")
 @click.option("--max-upload-size", help="Largest model upload, e.g. 2GiB. [default: 2GiB]")
+@click.option("--max-unpacked-size",
+              help="Largest size a zip-based upload may unpack to. [default: 4x --max-upload-size]")
 @click.option("--max-request-size", help="Largest other request body. [default: 64MiB]")
 @click.option("--max-inputs", type=int, help="Input tensors in one infer request. [default: 64]")
 @click.option("--max-tensor-elements", type=int,

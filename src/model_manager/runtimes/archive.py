@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from model_manager.errors import UnsafeArtifact, UnsupportedFormat
+from model_manager.sizes import human_size
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -22,10 +23,22 @@ def zip_members(path: Path, limit: int = 200) -> list[str]:
         return []
 
 
-def check_archive(path: Path) -> None:
-    """Refuse a zip archive with a member that could land outside a folder it is unpacked in:
-    an absolute name, a ``..`` part or a symbolic link. Keras, skops and TorchScript files are
-    zip archives, and not every loader of theirs checks names before it extracts."""
+MAX_RATIO = 100
+"""Uncompressed to compressed size past which a member is a bomb, not a model file..."""
+RATIO_FLOOR = 4 * 1024 * 1024
+"""...once it unpacks to more than this (small members of zeros compress well honestly)."""
+
+
+def check_archive(path: Path, max_unpacked: int | None = None) -> None:
+    """Refuse a zip archive, from its central directory alone (nothing is extracted):
+
+    - with a member that could land outside a folder it is unpacked in: an absolute name, a
+      ``..`` part or a symbolic link;
+    - whose members would unpack to more than ``max_unpacked`` bytes in all, or with a member
+      of over ``RATIO_FLOOR`` bytes compressed more than ``MAX_RATIO`` to one (a zip bomb).
+
+    Keras, skops and TorchScript files are zip archives, and not every loader of theirs checks
+    names or sizes before it extracts."""
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
@@ -36,6 +49,22 @@ def check_archive(path: Path) -> None:
         if reason:
             raise UnsafeArtifact(f"the archive's member {member.filename!r} {reason}; "
                                  "archives with such members are refused")
+    _check_sizes(members, max_unpacked)
+
+
+def _check_sizes(members: list[zipfile.ZipInfo], max_unpacked: int | None) -> None:
+    for member in members:
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > RATIO_FLOOR and ratio > MAX_RATIO:
+            raise UnsafeArtifact(f"the archive's member {member.filename!r} unpacks "
+                                 f"{human_size(member.compress_size)} into "
+                                 f"{human_size(member.file_size)} (over {MAX_RATIO} to 1), as "
+                                 "zip bombs do; such archives are refused")
+    total = sum(m.file_size for m in members)
+    if max_unpacked is not None and total > max_unpacked:
+        raise UnsafeArtifact(f"the archive would unpack to {human_size(total)}, more than the "
+                             f"{human_size(max_unpacked)} allowed (--max-unpacked-size); "
+                             "archives that large are refused")
 
 
 def _unsafe_member(member: zipfile.ZipInfo) -> str | None:

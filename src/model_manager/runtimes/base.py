@@ -39,6 +39,19 @@ class Runtime(Protocol):
         ...
 
 
+def is_out_of_process(runtime: Runtime) -> bool:
+    """Whether the model runs in another process: a call waits on it, so it never runs on the
+    event loop, however fast it usually answers (a hang there would stall the server)."""
+    return hasattr(runtime, "resident_bytes")
+
+
+def resident_elsewhere(runtime: Runtime) -> int:
+    """Bytes the runtime holds outside this process (a model process's own memory), which a
+    measurement of this process's RSS does not see."""
+    measure = getattr(runtime, "resident_bytes", None)
+    return int(measure()) if measure is not None else 0
+
+
 class ModelFormat(Protocol):
     """A file format and the runtime that serves it."""
 

@@ -33,9 +33,9 @@ from contextlib import asynccontextmanager, suppress
 
 import anyio.to_thread
 
-from model_manager.errors import Overloaded, Unavailable, Unreachable
+from model_manager.errors import ModelCrashed, Overloaded, Unavailable, Unreachable
 from model_manager.registry.records import VersionRecord
-from model_manager.runtimes.base import Runtime
+from model_manager.runtimes.base import Runtime, resident_elsewhere
 from model_manager.serving.hooks import CacheHooks, NoHooks, UnloadReason
 from model_manager.serving.memory import process_rss, release_freed_memory
 from model_manager.sizes import human_size
@@ -165,6 +165,9 @@ class ModelCache:
         entry.last_used = self._clock()
         try:
             yield entry
+        except ModelCrashed as exc:
+            await self._crashed(entry, exc)
+            raise
         finally:
             entry.in_flight -= 1
             entry.last_used = self._clock()
@@ -217,6 +220,17 @@ class ModelCache:
     async def close(self) -> None:
         for entry in list(self._entries.values()):
             await self._remove(entry, UnloadReason.REQUESTED)
+
+    async def _crashed(self, entry: LoadedModel, exc: ModelCrashed) -> None:
+        """The process serving ``entry`` died: drop the entry (it unloads after its last
+        request) and fail the version with the reason, so it loads again after the backoff.
+        Only the first request to see the crash reports it."""
+        if self._entries.get(entry.key) is not entry:
+            return
+        log.warning("%s v%d %s", *entry.key, exc.reason)
+        self._hooks.on_crash(entry.key, exc.reason)
+        await self._remove(entry, UnloadReason.CRASHED)
+        self._record_failure(entry.version, ModelCrashed(exc.reason, exc.reason))
 
     # ---- loading -----------------------------------------------------------------------------
 
@@ -289,6 +303,7 @@ class ModelCache:
                 except Exception:
                     log.exception("after-load work for %s v%d failed", *key)
             added = await anyio.to_thread.run_sync(self._settled_rss) - before
+            added += await anyio.to_thread.run_sync(resident_elsewhere, runtime)
         finally:
             clean = self._clean.pop(key)
         return entry, (max(added, 0) if clean else None)

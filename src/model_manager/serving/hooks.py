@@ -15,6 +15,7 @@ class UnloadReason(enum.StrEnum):
     EVICTED = "evicted"
     IDLE = "idle"
     REQUESTED = "requested"
+    CRASHED = "crashed"
 
 
 class CacheHooks(Protocol):
@@ -22,6 +23,10 @@ class CacheHooks(Protocol):
     def on_load_failure(self, key: Key, reason: str) -> None: ...
     def on_unload(self, key: Key, reason: str) -> None:
         """``reason`` is an ``UnloadReason`` value."""
+        ...
+
+    def on_crash(self, key: Key, reason: str) -> None:
+        """The process serving the version died (``reason``: "crashed: SIGSEGV during predict")."""
         ...
 
 
@@ -43,6 +48,10 @@ class HookFanout:
         for hook in self._hooks:
             hook.on_unload(key, reason)
 
+    def on_crash(self, key: Key, reason: str) -> None:
+        for hook in self._hooks:
+            hook.on_crash(key, reason)
+
 
 class NoHooks:
     def on_load(self, key: Key, size: int, seconds: float) -> None:
@@ -52,4 +61,7 @@ class NoHooks:
         pass
 
     def on_unload(self, key: Key, reason: str) -> None:
+        pass
+
+    def on_crash(self, key: Key, reason: str) -> None:
         pass

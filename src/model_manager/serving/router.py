@@ -21,13 +21,20 @@ import anyio.to_thread
 from model_manager.errors import InvalidOutput, NotFound, PredictionTimeout, Saturated
 from model_manager.registry import ModelRecord, VersionRecord
 from model_manager.runtimes import Runtime
+from model_manager.runtimes.base import is_out_of_process
 from model_manager.serving.batching import Batcher, BatchPolicy
 from model_manager.serving.cache import LoadedModel, ModelCache
 from model_manager.serving.inference import InferenceRequest, InferenceResponse, InferOutput
 from model_manager.serving.model_settings import SettingsCache
 from model_manager.serving.routes import ModelRoutes, RouteTable
 from model_manager.serving.shadow import ShadowDispatcher, ShadowJob
-from model_manager.serving.validation import OutputRules, check_inputs, check_outputs, select_outputs
+from model_manager.serving.validation import (
+    ALLOW_NON_FINITE,
+    OutputRules,
+    check_inputs,
+    check_outputs,
+    select_outputs,
+)
 from model_manager.telemetry import PredictionLog
 from model_manager.telemetry.usage import Tracking, UsageRecorder
 from model_manager.types import Array, Tensors, VersionKey
@@ -84,7 +91,8 @@ class PredictionRouter:
             request = request or decode()
             async with self._cache.acquire(version) as model:
                 signature = model.runtime.signature
-                inputs = check_inputs(signature, request)
+                inputs = check_inputs(signature, request,
+                                      model.version.metadata.get(ALLOW_NON_FINITE) is True)
                 names = select_outputs(signature, request)
                 results = await self._run(model, inputs, names, tracking)
             outputs = self._checked(model, names, results, tracking)
@@ -147,7 +155,8 @@ class PredictionRouter:
         batcher = self._batcher(model)
         if batcher is not None:
             results, seconds = await batcher.predict(inputs, names)
-        elif cost is not None and cost < INLINE_BELOW and _elements(inputs) <= INLINE_MAX_ELEMENTS:
+        elif cost is not None and cost < INLINE_BELOW and _elements(inputs) <= INLINE_MAX_ELEMENTS \
+                and not is_out_of_process(model.runtime):
             results, seconds = _timed(model.runtime, inputs, names)
         else:
             results, seconds = await self._in_thread(model, inputs, names)

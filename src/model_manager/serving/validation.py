@@ -8,14 +8,20 @@ from typing import Any
 
 import numpy as np
 
-from model_manager.errors import InvalidArtifact, InvalidOutput, SignatureMismatch
+from model_manager.errors import InvalidArtifact, InvalidInput, InvalidOutput, SignatureMismatch
 from model_manager.runtimes.signature import DATATYPES, Signature, TensorSpec
 from model_manager.serving.inference import InferenceRequest, InferOutput
 from model_manager.types import Array, Tensors
 
+ALLOW_NON_FINITE = "allow_non_finite_inputs"
+"""The version metadata key that lets FP inputs hold NaN and infinities."""
 
-def check_inputs(signature: Signature, request: InferenceRequest) -> dict[str, Array]:
-    """The request's tensors by name; raises SignatureMismatch naming what does not fit."""
+
+def check_inputs(signature: Signature, request: InferenceRequest,
+                 allow_non_finite: bool = False) -> dict[str, Array]:
+    """The request's tensors by name; raises SignatureMismatch naming what does not fit, and
+    InvalidInput for a floating-point input holding NaN or infinities (unless
+    ``allow_non_finite``): the caller's mistake, never charged to the model."""
     given = {t.name: t for t in request.inputs}
     expected = {spec.name: spec for spec in signature.inputs}
     missing = [name for name in expected if name not in given]
@@ -27,7 +33,19 @@ def check_inputs(signature: Signature, request: InferenceRequest) -> dict[str, A
             + (f"; unknown {unknown}" if unknown else ""))
     for name, spec in expected.items():
         _check_tensor(spec, given[name].datatype, given[name].data.shape)
+        if not allow_non_finite:
+            _check_finite(name, given[name].data)
     return {name: given[name].data for name in expected}
+
+
+def _check_finite(name: str, array: Array) -> None:
+    """One pass over a float input (``isfinite().all()``); counting runs only when it fails."""
+    if array.dtype.kind != "f" or np.isfinite(array).all():
+        return
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    raise InvalidInput(f"input {name!r} holds {bad} NaN or infinite value(s) of {array.size}; "
+                       f"send finite numbers (a version whose metadata says "
+                       f"\"{ALLOW_NON_FINITE}\": true takes them)")
 
 
 def _check_tensor(spec: TensorSpec, datatype: str, shape: tuple[int, ...]) -> None:

@@ -53,6 +53,9 @@ class CacheHistory:
     def on_unload(self, key: VersionKey, reason: str) -> None:
         self._add("evict" if reason == "evicted" else "unload", key, reason=reason)
 
+    def on_crash(self, key: VersionKey, reason: str) -> None:
+        self._add("crashed", key, reason=reason)
+
     def _add(self, event: str, key: VersionKey, **fields: Any) -> None:
         now = self._clock()
         self._events.append({"at": iso(now, "milliseconds"), "event": event, "model": key[0],

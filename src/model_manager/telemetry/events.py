@@ -1,6 +1,7 @@
 """``EventLog``: one JSON line per lifecycle event on stdout, for log shippers to alarm on.
 
-Events: upload, load, load_failed, evict, unload, alias_change, pin, probe_failed, error_burst.
+Events: upload, load, load_failed, evict, unload, crashed, alias_change, pin, probe_failed,
+error_burst.
 """
 
 from __future__ import annotations
@@ -41,3 +42,6 @@ class EventLog:
     def on_unload(self, key: VersionKey, reason: str) -> None:
         self.emit("evict" if reason == "evicted" else "unload", model=key[0], version=key[1],
                   reason=reason)
+
+    def on_crash(self, key: VersionKey, reason: str) -> None:
+        self.emit("crashed", model=key[0], version=key[1], reason=reason)

@@ -53,6 +53,9 @@ class Metrics:
                                  registry=self.registry)
         self.unloads = Counter("model_manager_unloads", "Versions unloaded, by reason.",
                                [*labels, "reason"], registry=self.registry)
+        self.crashes = Counter("model_manager_crashes",
+                               "Deaths of a model's process (crash, memory, hang).", labels,
+                               registry=self.registry)
         self.loaded_bytes = Gauge("model_manager_loaded_bytes",
                                   "Accounted memory of the loaded versions.", registry=self.registry)
         self.loaded_models = Gauge("model_manager_loaded_models", "Versions loaded now.",
@@ -130,6 +133,9 @@ class Metrics:
 
     def on_load_failure(self, key: VersionKey, reason: str) -> None:
         self.load_failures.labels(key[0], str(key[1])).inc()
+
+    def on_crash(self, key: VersionKey, reason: str) -> None:
+        self.crashes.labels(key[0], str(key[1])).inc()
 
     def on_unload(self, key: VersionKey, reason: str) -> None:
         self.unloads.labels(key[0], str(key[1]), reason).inc()

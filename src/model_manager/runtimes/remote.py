@@ -1,0 +1,313 @@
+"""Models in processes of their own: a crash, a hang or a runaway allocation there is the
+model's alone, never the server's.
+
+``ModelProcess`` starts one process per model (from a fork server that has imported the base
+frameworks once, so a start costs milliseconds, not imports), watches its memory and answers
+each call within a timeout. ``RemoteRuntime`` is a ``Runtime`` whose predictions run in such a
+process, tensors passing through shared memory; ``check_upload`` loads a new version, reads
+its signature, compiles its twin and runs its golden probe in one, then lets it exit.
+
+A process that dies, runs past its timeout or past its memory limit is killed and reported as
+``ProcessDied`` with what happened ("killed by SIGSEGV").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import multiprocessing
+import multiprocessing.context
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from model_manager import errors
+from model_manager.errors import InvalidArtifact, ModelCrashed, ModelManagerError
+from model_manager.runtimes.base import LoadOptions
+from model_manager.runtimes.signature import Signature
+from model_manager.runtimes.tensors_shm import TensorReader, TensorWriter
+from model_manager.settings import Settings
+from model_manager.sizes import human_size
+from model_manager.types import Array, Tensors
+
+PRELOADED = ["__main__", "model_manager.cli.main", "model_manager.runtimes.worker", "numpy",
+             "onnxruntime", "sklearn", "joblib", "skops.io", "skl2onnx"]
+"""Imported once by the fork server, so that model processes start with them (missing ones
+are skipped); other frameworks are imported by the process that needs them. Each process runs
+the server's main module again (multiprocessing does, and Python 3.11's fork server ignores
+``__main__`` here): with the command's module preloaded that costs nothing."""
+WATCH_INTERVAL = 0.05
+"""Seconds between checks of a model process's memory."""
+
+ISOLATE_MODES = ("untrusted", "all", "none")
+MIN_DEFAULT_MEMORY = 2 * 1024**3
+"""The least memory limit of a model process by default (a framework's own overhead and an
+upload that is too large for the budget still load, and are judged by the budget)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessLimits:
+    memory: int
+    """Bytes of private resident memory a model process may hold; past them it is killed."""
+    timeout: float
+    """Seconds one call (a load, a prediction) may take; past them the process is killed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Isolation:
+    """Which versions are served from a process of their own, and its limits."""
+
+    mode: str = "untrusted"
+    """``untrusted`` (formats that can run arbitrary code), ``all`` or ``none``."""
+    memory: int = 4 * 1024**3
+    load_timeout: float = 300.0
+    predict_timeout: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Isolation:
+        memory = settings.model_memory_limit or max(settings.memory_budget, MIN_DEFAULT_MEMORY)
+        return cls(settings.isolate, memory, settings.load_timeout, settings.predict_timeout)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ISOLATE_MODES:
+            raise ValueError(f"--isolate takes {'|'.join(ISOLATE_MODES)}, not {self.mode!r}")
+
+    def is_isolated(self, format_name: str, path: Path, options: LoadOptions) -> bool:
+        if self.mode != "untrusted":
+            return self.mode == "all"
+        return runs_code(format_name, path, options)
+
+
+def runs_code(format_name: str, path: Path, options: LoadOptions) -> bool:
+    """Whether loading or running this model can run arbitrary code: a pickle (and a skops
+    file, once every type in it is trusted with --allow-pickle), or a Keras model while custom
+    code is allowed."""
+    if format_name == "sklearn":
+        with open(path, "rb") as f:
+            return f.read(4) != b"PK\x03\x04" or options.allow_pickle
+    return format_name == "keras" and options.allow_custom_code
+
+
+@dataclasses.dataclass(frozen=True)
+class Death:
+    """How a model process ended, in two phrasings."""
+
+    cause: str
+    """``SIGSEGV``, ``out of memory (...)``, ``no answer within 30s``."""
+    passive: str
+    """``killed by SIGSEGV``, ..., for "the model's loader was ..."."""
+
+
+class ProcessDied(Exception):
+    def __init__(self, death: Death, stage: str) -> None:
+        super().__init__(f"{death.cause} during {stage}")
+        self.death = death
+        self.stage = stage
+
+
+class ModelProcess:
+    """One model's process. ``call`` is not reentrant: callers serialise (``RemoteRuntime``
+    holds a lock)."""
+
+    def __init__(self, limits: ProcessLimits) -> None:
+        self._limits = limits
+        self._conn, child_end = multiprocessing.Pipe()
+        self._process = _context().Process(target=_serve, args=(child_end,), daemon=True,
+                                           name="model")
+        self._process.start()
+        child_end.close()
+        self._death: Death | None = None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        threading.Thread(target=self._watch, name="model-memory", daemon=True).start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def call(self, command: str, *args: Any, timeout: float | None = None) -> Any:
+        """Send one command and return its reply's value; a domain error from the process is
+        raised here as the same class. Raises ProcessDied when it dies, or runs past the
+        timeout (then it is killed)."""
+        if self._death is not None:
+            raise ProcessDied(self._death, command)
+        limit = self._limits.timeout if timeout is None else timeout
+        try:
+            self._conn.send((command, *args))
+            if not self._conn.poll(limit):
+                self._kill(Death(f"no answer within {limit:g}s",
+                                 f"stopped after no answer within {limit:g}s"))
+            reply = self._conn.recv()
+        except (EOFError, OSError):
+            raise ProcessDied(self._ended(), command) from None
+        if reply[0] == "ok":
+            return reply[1]
+        raise _domain_error(reply[1], reply[2])
+
+    def resident_bytes(self) -> int:
+        """Memory that goes back to the system when the process exits (its private pages)."""
+        return _private_bytes(self._process.pid) if self._process.is_alive() else 0
+
+    def stop(self) -> None:
+        """End the process (asked first, then killed) and free what it holds."""
+        self._stopped.set()
+        if self._process.is_alive() and self._death is None:
+            with contextlib.suppress(OSError):
+                self._conn.send(("exit",))
+            self._process.join(2)
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join(5)
+        self._conn.close()
+
+    def _kill(self, death: Death) -> None:
+        with self._lock:
+            if self._death is None:
+                self._death = death
+        if self._process.is_alive():
+            self._process.kill()
+
+    def _ended(self) -> Death:
+        self._process.join(5)
+        with self._lock:
+            if self._death is None:
+                self._death = _death_of(self._process.exitcode)
+            return self._death
+
+    def _watch(self) -> None:
+        """Kill the process once its memory passes the limit."""
+        pid = self._process.pid
+        while not self._stopped.wait(WATCH_INTERVAL) and self._process.is_alive():
+            used = _private_bytes(pid)
+            if used > self._limits.memory:
+                limit = human_size(self._limits.memory)
+                self._kill(Death(f"out of memory ({human_size(used)}, past its limit of {limit})",
+                                 f"killed for using {human_size(used)}, past its memory limit "
+                                 f"of {limit}"))
+                return
+
+
+class RemoteRuntime:
+    """A ``Runtime`` whose model runs in a ``ModelProcess``: inputs and outputs through shared
+    memory, one prediction at a time, each within the prediction timeout. Once the process has
+    died every call raises ModelCrashed naming how it died."""
+
+    def __init__(self, process: ModelProcess, signature: Signature, label: str) -> None:
+        self._process = process
+        self.signature = signature
+        self._label = label
+        self._lock = threading.Lock()
+        self._writer = TensorWriter()
+        self._reader = TensorReader()
+
+    def predict(self, inputs: Tensors, outputs: Any) -> dict[str, Array]:
+        with self._lock:
+            segment, layout = self._writer.write(inputs)
+            try:
+                result = self._process.call("predict", segment, layout, list(outputs))
+            except ProcessDied as died:
+                reason = f"crashed: {died}"
+                raise ModelCrashed(f"{self._label} {reason}; it restarts after a backoff",
+                                   reason) from None
+            return self._reader.read(*result)
+
+    def resident_bytes(self) -> int:
+        return self._process.resident_bytes()
+
+    def unload(self) -> None:
+        self._process.stop()
+        self._reader.close()
+        self._writer.close()
+
+
+def load_remote(path: Path, format_name: str, options: LoadOptions, signature: Signature,
+                isolation: Isolation, label: str) -> RemoteRuntime:
+    """Load a registered version in a process of its own; a death there fails the load."""
+    process = ModelProcess(ProcessLimits(isolation.memory, isolation.predict_timeout))
+    try:
+        process.call("load", str(path), format_name, options, signature.to_json(),
+                     timeout=isolation.load_timeout)
+    except ProcessDied as died:
+        process.stop()
+        raise ModelCrashed(f"{label} crashed: {died}", f"crashed: {died}") from None
+    except BaseException:
+        process.stop()
+        raise
+    return RemoteRuntime(process, signature, label)
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadCheck:
+    signature: Signature
+    compiled: tuple[Path | None, dict[str, Any]] | None
+    """The compiled twin (if it passed) and its report; None: not a scikit-learn model."""
+
+
+_WHO = {"load": "the model's loader", "compile": "the model, checked against its compiled twin,",
+        "probe": "the model, running its golden probe,"}
+
+
+def check_upload(path: Path, format_name: str, options: LoadOptions, override: Signature | None,
+                 probe: tuple[Tensors, list[str]] | None, compile_in: Path | None,
+                 isolation: Isolation) -> UploadCheck:
+    """Load an upload in a process of its own, read its signature, compile its twin (into
+    ``compile_in``, when given) and run its golden probe; the process then exits. A crash, a
+    kill or a timeout there is InvalidArtifact naming what happened."""
+    process = ModelProcess(ProcessLimits(isolation.memory, isolation.load_timeout))
+    stage = "load"
+    try:
+        signature = Signature.from_json(process.call(
+            "load", str(path), format_name, options, override.to_json() if override else None))
+        compiled = None
+        if compile_in is not None:
+            stage = "compile"
+            compiled = process.call(stage, str(compile_in), options, probe[0] if probe else None)
+        if probe is not None:
+            stage = "probe"
+            process.call(stage, *probe)
+    except ProcessDied as died:
+        raise InvalidArtifact(f"{_WHO[stage]} was {died.death.passive}; the upload is "
+                              "refused") from None
+    finally:
+        process.stop()
+    twin = None if compiled is None else (Path(compiled[0]) if compiled[0] else None, compiled[1])
+    return UploadCheck(signature, twin)
+
+
+@functools.cache
+def _context() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOADED)
+    return context
+
+
+def _serve(conn: Any) -> None:
+    from model_manager.runtimes.worker import serve
+
+    serve(conn)
+
+
+def _domain_error(name: str, message: str) -> ModelManagerError:
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ModelManagerError)):
+        cls = errors.ModelError
+    return cls(message)
+
+
+def _death_of(exitcode: int | None) -> Death:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        return Death(name, f"killed by {name}")
+    return Death(f"exit code {exitcode}", f"ended with exit code {exitcode}")
+
+
+def _private_bytes(pid: int | None) -> int:
+    """Private (unshared) resident bytes of a process, from /proc; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return sum(int(line.split()[1]) * 1024 for line in f
+                       if line.startswith(("Private_Clean:", "Private_Dirty:")))
+    except (OSError, ValueError):
+        return 0
