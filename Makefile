@@ -65,7 +65,7 @@ lint: install
 test: lint
 	$(BIN)/pytest -n 2 --dist loadfile
 
-# The crash-safety test with 200 kills instead of the suite's 50.
+# The crash-safety test with 200 kills instead of the suite's 30.
 crash: install
 	MODEL_MANAGER_TEST_KILLS=200 $(BIN)/pytest tests/e2e/test_crash_safety.py
 

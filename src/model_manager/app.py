@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,7 +39,7 @@ from model_manager.governance import Governance, Limits
 from model_manager.health import HealthMonitor, Thresholds
 from model_manager.registry import Registry
 from model_manager.runtimes import LoadOptions
-from model_manager.runtimes.remote import Isolation
+from model_manager.runtimes.remote import ForkServer, Isolation
 from model_manager.serving import LoadedModel, ModelCache, PredictionRouter, VersionLifecycle
 from model_manager.serving.guard import CanaryGuard
 from model_manager.serving.hooks import HookFanout
@@ -117,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     metrics.watch_disks(lambda: {place: measure(path) for place, path in disks.items()})
     readiness = Readiness()
     keys = KeyRing(registry)
+    fork_server = ForkServer()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.demo:
             await anyio.to_thread.run_sync(_register_demo, catalog, settings)
         freeze_startup_objects()
+        threading.Thread(target=fork_server.warm, name="fork-server", daemon=True).start()
         log.info("ml-model-manager %s serving on %s:%d (registry %s, store %s, memory budget "
                  "%s)", __version__, settings.host, settings.port,
                  registry.engine.url.render_as_string(), settings.resolved_store_url,
@@ -171,7 +174,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(keys_routes(keys))
     app.include_router(memory_routes(cache, history, clock))
     app.include_router(metrics_routes(metrics))
-    app.include_router(status_routes(registry.status, writers, disks))
+    app.include_router(status_routes(registry.status, writers, disks, fork_server))
     app.include_router(dashboard_routes())
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)

@@ -60,7 +60,7 @@ def test_text_pipeline_takes_strings_over_json_and_binary(server: ServerProcess,
     pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(
         texts, ["pos", "neg", "pos", "neg"])
     sio.dump(pipeline, tmp_path / "sentiment.skops")
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=server.url, timeout=60) as client:  # the first loads skops
         pushed = push(client, "sentiment", tmp_path / "sentiment.skops").json()
         assert pushed["signature"]["inputs"] == [{"name": "input", "datatype": "BYTES", "shape": [-1]}]
         body = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [2],

@@ -27,10 +27,10 @@ from model_manager import doctor
 from model_manager.registry import Registry
 from model_manager.store import LocalStore
 from tests.onnx_models import offset_model
-from tests.support import ServerProcess, push
+from tests.support import ServerProcess, eventually, push
 
-KILLS = int(os.environ.get("MODEL_MANAGER_TEST_KILLS", "50"))
-"""50 in `make test`; `make crash` runs 200."""
+KILLS = int(os.environ.get("MODEL_MANAGER_TEST_KILLS", "30"))
+"""30 in `make test` (each restart waits seconds for model processes); `make crash` runs 200."""
 FLUSH = 0.2
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
 
@@ -116,7 +116,7 @@ class Workload(threading.Thread):
         self.acks.cleanup_in_flight = False
 
 
-@pytest.mark.timeout(max(600, KILLS * 6))
+@pytest.mark.timeout(max(600, KILLS * 12))
 def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
@@ -124,7 +124,7 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
         offset_model(models / f"m{i}.onnx", float(i))
     data, rng, acked, served = tmp_path / "var", random.Random(1), [], 0
     args = ("--usage-flush-interval", f"{FLUSH}s")
-    server = ServerProcess(data, *args)
+    server = started(data, *args)
     acks = Acks()
     with httpx.Client(base_url=server.url, timeout=30) as client:
         acks.versions[1] = push(client, "crashy", models / "m0.onnx").json()["sha256"]
@@ -141,7 +141,7 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
         workload.join(timeout=30)
         assert_acknowledged_writes_kept(data, acks)
         found_kinds |= assert_consistent(data)
-        server = ServerProcess(data, *args)
+        server = started(data, *args)
         before, recorded = recorded, sum(v["requests"] for v in httpx.get(
             f"{server.url}/api/models/crashy/usage").json()["versions"])
         assert recorded - before >= workload.flushed, \
@@ -154,6 +154,15 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
     assert min(acks.writes["upload"], acks.writes["alias"], acks.writes["cleanup"]) > KILLS / 10, \
         acks.writes  # and its writes went through
     assert found_kinds <= {"temp_file", "orphan_blob"}
+
+
+def started(data: Path, *args: str) -> ServerProcess:
+    """A server whose model processes can start: uploads are checked in one, and the first
+    check after a start would otherwise wait seconds for the fork server's imports."""
+    server = ServerProcess(data, *args)
+    eventually(lambda: httpx.get(f"{server.url}/api/status").json()["model_processes"]["state"]
+               == "ready", what="model processes ready")
+    return server
 
 
 def assert_acknowledged_writes_kept(data: Path, acks: Acks) -> None:

@@ -382,7 +382,14 @@ def test_formats_whose_framework_is_missing(tmp_path: Path, models: Path) -> Non
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        'import sys\nsys.modules["keras"] = None\nsys.modules["torch"] = None\n')
+        # as Python sees an uninstalled package: no finder finds it
+        "import sys, importlib.machinery as machinery\n"
+        "class Uninstalled(machinery.PathFinder):\n"
+        "    @classmethod\n"
+        "    def find_spec(cls, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] not in ('keras', 'torch'):\n"
+        "            return machinery.PathFinder.find_spec(name, path, target)\n"
+        "sys.meta_path[sys.meta_path.index(machinery.PathFinder)] = Uninstalled\n")
     server = ServerProcess(tmp_path / "var", env={"PYTHONPATH": str(site)})
     try:
         rows = format_rows(server)

@@ -49,7 +49,7 @@ def pipeline(classifier: LogisticRegression, *steps: Callable[..., Any]) -> Pipe
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("isolated") / "var", "--allow-pickle",
-                           "--predict-timeout", "1s", "--model-memory-limit", "256MiB")
+                           "--predict-timeout", "2s", "--model-memory-limit", "256MiB")
     yield server
     server.stop()
 
@@ -151,7 +151,9 @@ def test_a_model_that_allocates_past_its_limit_is_killed_alone(server: ServerPro
                                                                client: httpx.Client,
                                                                iris: IrisFiles,
                                                                tmp_path: Path) -> None:
-    hog = pipeline(iris.model, len, functools.partial(operator.mul, 100_000_000), np.ones)
+    # 320 MB of ones, then eight copies of them: memory climbs for a while, past the limit
+    hog = pipeline(iris.model, len, functools.partial(operator.mul, 40_000_000), np.ones,
+                   functools.partial(np.tile, reps=8))
     assert push(client, "hog", dumped(tmp_path, "hog", hog)).status_code == 201
     killed = client.post("/v2/models/hog/infer", json=TEXT_ROW)
     assert killed.status_code == 503, killed.text
@@ -167,9 +169,9 @@ def test_a_model_that_hangs_is_stopped_and_replaced(server: ServerProcess, clien
     hung = client.post("/v2/models/stuck/infer", json=TEXT_ROW)
     assert hung.status_code in (503, 504), hung.text  # whichever timeout answers first
     after = client.post("/v2/models/stuck/infer", json=TEXT_ROW)
-    assert after.status_code == 503 and "no answer within 1s" in after.json()["error"]
+    assert after.status_code == 503 and "no answer within 2s" in after.json()["error"]
     state = version_state(client, "stuck")
-    assert state["state"] == "FAILED" and "no answer within 1s during predict" in state["reason"]
+    assert state["state"] == "FAILED" and "no answer within 2s during predict" in state["reason"]
     assert metric(server, "model_manager_crashes_total", model="stuck") == 1
     eventually(lambda: crashes_after_request(server, client, "stuck") == 2,
                what="a new process after the backoff, stopped in turn")
@@ -189,3 +191,27 @@ def test_an_isolated_model_serves_and_counts_its_process_memory(server: ServerPr
     assert state["state"] == "READY" and state["loaded_bytes"] > MiB
     assert client.post("/v2/repository/models/pickled/unload").status_code == 200
     assert version_state(client, "pickled")["state"] == "UNAVAILABLE"
+
+
+def test_when_model_processes_cannot_start_uploads_get_503_and_status_says_why(
+        tmp_path: Path, iris: IrisFiles) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    # a broken environment: a module that imports as None breaks the fork server's imports
+    (site / "sitecustomize.py").write_text('import sys\nsys.modules["torch"] = None\n')
+    server = ServerProcess(tmp_path / "var", env={"PYTHONPATH": str(site)})
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            eventually(lambda: client.get("/api/status").json()["model_processes"]["state"]
+                       != "starting", what="the fork server's start to end")
+            state = client.get("/api/status").json()["model_processes"]
+            assert state["state"] == "failed" and "could not be started" in state["detail"]
+            refused = push(client, "iris", iris.onnx)
+            assert refused.status_code == 503, refused.text
+            assert "a model process could not be started" in refused.json()["error"]
+            assert refused.headers["retry-after"] == "5"
+            assert client.get("/api/models/iris").status_code == 404
+            assert client.get("/v2/health/ready").status_code == 200  # predictions still served
+        assert "model processes cannot be started" in server.log()
+    finally:
+        server.stop()

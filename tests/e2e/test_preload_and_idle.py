@@ -16,7 +16,7 @@ from tests.support import ServerProcess, push
 def test_preload_production_and_pinned_before_ready(tmp_path: Path, iris: IrisFiles) -> None:
     data = tmp_path / "var"
     first = ServerProcess(data)
-    with httpx.Client(base_url=first.url) as client:
+    with httpx.Client(base_url=first.url, timeout=30) as client:
         for name in ("pre-a", "pre-b", "pre-c"):
             push(client, name, iris.onnx)
         push(client, "pre-a", iris.skops)
@@ -31,7 +31,7 @@ def test_preload_production_and_pinned_before_ready(tmp_path: Path, iris: IrisFi
     second = ServerProcess(data, "--preload", "production", wait_ready=False)
     try:
         seen = set()
-        with httpx.Client(base_url=second.url) as client:
+        with httpx.Client(base_url=second.url, timeout=30) as client:
             while True:
                 try:
                     ready = client.get("/v2/health/ready")

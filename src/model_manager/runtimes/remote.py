@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import multiprocessing
 import multiprocessing.context
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ from model_manager.runtimes.tensors_shm import TensorReader, TensorWriter
 from model_manager.settings import Settings
 from model_manager.sizes import human_size
 from model_manager.types import Array, Tensors
+
+log = logging.getLogger(__name__)
 
 PRELOADED = ["__main__", "model_manager.cli.main", "model_manager.runtimes.worker", "numpy",
              "onnxruntime", "sklearn", "joblib", "skops.io", "skl2onnx"]
@@ -116,8 +120,14 @@ class ModelProcess:
         self._conn, child_end = multiprocessing.Pipe()
         self._process = _context().Process(target=_serve, args=(child_end,), daemon=True,
                                            name="model")
-        self._process.start()
-        child_end.close()
+        try:
+            self._process.start()
+        except (EOFError, OSError) as exc:  # the fork server died or cannot fork
+            self._conn.close()
+            raise errors.Unavailable(f"a model process could not be started ({type(exc).__name__}: "
+                                     f"{exc}); see the server log", retry_after=5) from None
+        finally:
+            child_end.close()
         self._death: Death | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -274,6 +284,36 @@ def check_upload(path: Path, format_name: str, options: LoadOptions, override: S
         process.stop()
     twin = None if compiled is None else (Path(compiled[0]) if compiled[0] else None, compiled[1])
     return UploadCheck(signature, twin)
+
+
+class ForkServer:
+    """Whether model processes can be started yet: the fork server imports the frameworks once
+    (seconds), so the server starts it in the background at startup, and the first upload after
+    a restart does not wait for those imports. ``state`` is ``starting``, ``ready`` or
+    ``failed`` (``detail`` says why: uploads then get 503)."""
+
+    def __init__(self) -> None:
+        self.state = "starting"
+        self.detail: str | None = None
+        self.seconds: float | None = None
+
+    def warm(self) -> None:
+        """Start the fork server and one model process, which exits at once (blocks)."""
+        start = time.monotonic()
+        try:
+            ModelProcess(ProcessLimits(MIN_DEFAULT_MEMORY, 60.0)).stop()
+        except errors.Unavailable as exc:
+            self.state, self.detail = "failed", exc.message
+            log.error("model processes cannot be started, uploads will be refused: %s",
+                      exc.message)
+            return
+        self.seconds = time.monotonic() - start
+        self.state = "ready"
+        log.info("model processes ready in %.1fs", self.seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "detail": self.detail,
+                "ready_after_seconds": None if self.seconds is None else round(self.seconds, 2)}
 
 
 @functools.cache
