@@ -27,7 +27,8 @@ import model_manager.telemetry
                                "Comparison", "EventLog",
                                "Metrics", "PairStats", "PredictionLog", "ShadowStats", "UsageCounts",
                                "UsageRecorder", "UsageStore", "WindowStats", "compare",
-                               "parse_outcomes", "prediction_of", "usage_report"]),
+                               "parse_outcomes", "prediction_of", "usage_report",
+                               "worker_exited"]),
     (model_manager.store, ["ArtifactStore", "LocalStore", "MemoryStore", "StagedFile", "iter_file",
                            "open_store", "stage_stream"]),
 ])

@@ -139,7 +139,8 @@ def create_app(settings: Settings) -> FastAPI:
                  asyncio.create_task(_every(settings.usage_flush_interval, _flush, *flushed)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, model_settings.refresh)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, keys.refresh)),
-                 asyncio.create_task(_every(settings.guard_interval, guard.check))]
+                 asyncio.create_task(_every(settings.guard_interval, guard.check)),
+                 asyncio.create_task(_every(metrics.PUBLISH_EVERY, _in_thread, metrics.publish))]
         if settings.idle_unload > 0:
             tasks.append(asyncio.create_task(
                 _every(min(settings.idle_unload / 4, 30.0), cache.unload_idle, settings.idle_unload)))

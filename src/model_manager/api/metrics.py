@@ -13,7 +13,7 @@ def metrics_routes(metrics: Metrics) -> APIRouter:
 
     @api.get("/metrics")
     async def render() -> Response:
-        body = await anyio.to_thread.run_sync(metrics.render)  # it measures the disks
+        body = await anyio.to_thread.run_sync(metrics.render)  # disks, other workers' files
         return Response(body, media_type=CONTENT_TYPE)
 
     return api

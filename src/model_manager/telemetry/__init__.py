@@ -7,7 +7,7 @@ from model_manager.telemetry.cache_history import CacheHistory
 from model_manager.telemetry.comparison import Comparison, PairStats, compare
 from model_manager.telemetry.counts import ERROR_KINDS, OUTCOMES, UsageCounts
 from model_manager.telemetry.events import EventLog
-from model_manager.telemetry.metrics import CONTENT_TYPE, Metrics
+from model_manager.telemetry.metrics import CONTENT_TYPE, Metrics, worker_exited
 from model_manager.telemetry.predictions import PredictionLog, parse_outcomes, prediction_of
 from model_manager.telemetry.shadow_stats import ShadowStats
 from model_manager.telemetry.usage import UsageRecorder, WindowStats, usage_report
@@ -32,4 +32,5 @@ __all__ = [
     "parse_outcomes",
     "prediction_of",
     "usage_report",
+    "worker_exited",
 ]

@@ -1,21 +1,43 @@
-"""Prometheus metrics, in a registry of their own per server (no module-level state)."""
+"""Prometheus metrics, in a registry of their own per server (no module-level state).
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set, the server is several worker processes on one port and
+each writes its samples to that directory (prometheus_client's multiprocess mode); whichever
+worker answers a scrape reads them all, so ``/metrics`` shows the whole server: counters and
+histograms are sums over every worker that ever ran, the loaded-model and pending-write gauges
+sums over the live ones. Facts about shared things (the registry, the disks) are read by the
+scraping worker alone, at scrape time.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 from model_manager.types import VersionKey
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "MULTIPROC_DIR", "Metrics", "worker_exited"]
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""The environment variable naming the directory the workers of one server share."""
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                     10, 30)
 _LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+def worker_exited(pid: int) -> None:
+    """Forget the gauges of the dead worker ``pid`` (its loaded models, its pending writes);
+    its counters and histograms still count. Nothing to do for a single-process server."""
+    if MULTIPROC_DIR in os.environ:
+        mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 class WriteBehind(Protocol):
@@ -39,8 +61,18 @@ class DiskFigures(Protocol):
 class Metrics:
     """The server's metrics; also the model cache's hooks."""
 
+    PUBLISH_EVERY = 1.0
+    """Seconds between two ``publish()`` calls: how stale another worker's pending writes may
+    be in a scrape."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._multiprocess = MULTIPROC_DIR in os.environ
+        self._scraped: list[Collector] = []
+        self._cache: tuple[Callable[[], float], Callable[[], float]] = (lambda: 0, lambda: 0)
+        self._writers: Mapping[str, WriteBehind] = {}
+        self._dropped: dict[str, int] = {}
+        self._dropped_lock = threading.Lock()
         labels = ["model", "version"]
         self.loads = Counter("model_manager_loads", "Model versions loaded into memory.", labels,
                              registry=self.registry)
@@ -57,9 +89,10 @@ class Metrics:
                                "Deaths of a model's process (crash, memory, hang).", labels,
                                registry=self.registry)
         self.loaded_bytes = Gauge("model_manager_loaded_bytes",
-                                  "Accounted memory of the loaded versions.", registry=self.registry)
+                                  "Accounted memory of the loaded versions.",
+                                  multiprocess_mode="livesum", registry=self.registry)
         self.loaded_models = Gauge("model_manager_loaded_models", "Versions loaded now.",
-                                   registry=self.registry)
+                                   multiprocess_mode="livesum", registry=self.registry)
         self.requests = Counter("model_manager_requests", "Predictions, by outcome.",
                                 [*labels, "outcome"], registry=self.registry)
         self.request_seconds = Histogram("model_manager_request_seconds",
@@ -75,39 +108,79 @@ class Metrics:
                                     "Rows of each dynamically batched prediction.", labels,
                                     buckets=(2, 4, 8, 16, 32, 64, 128, 256, 512),
                                     registry=self.registry)
+        # Every worker has the same budget: the server's is any one of them, not their sum.
         self.memory_budget = Gauge("model_manager_memory_budget_bytes",
                                    "Memory the loaded versions may hold in all.",
-                                   registry=self.registry)
-
-    def watch_cache(self, used: Callable[[], float], count: Callable[[], float],
-                    budget: int) -> None:
-        self.loaded_bytes.set_function(used)
-        self.loaded_models.set_function(count)
-        self.memory_budget.set(budget)
-
+                                   multiprocess_mode="max", registry=self.registry)
         self.route_reads = Counter("model_manager_route_reads",
                                    "Reads of a model's routes from the registry, by outcome "
                                    "(ok, not_found, failed).", ["outcome"],
                                    registry=self.registry)
+        self.writes_pending = Gauge("model_manager_writes_pending", "Items (usage and shadow "
+                                    "buckets, prediction rows, audit events) waiting in memory "
+                                    "to be written to the registry.", ["kind"],
+                                    multiprocess_mode="livesum", registry=self.registry)
+        self.writes_dropped = Counter("model_manager_writes_dropped", "Items dropped unwritten "
+                                      "because too many waited for the registry.", ["kind"],
+                                      registry=self.registry)
+
+    def watch_cache(self, used: Callable[[], float], count: Callable[[], float],
+                    budget: int) -> None:
+        """Export the cache's accounted bytes and loaded versions, read after each load and
+        unload (the hooks below) and at each scrape."""
+        self._cache = (used, count)
+        self.memory_budget.set(budget)
+        self._publish_cache()
 
     def watch_registry(self, is_up: Callable[[], float], down_seconds: Callable[[], float],
                        writers: Mapping[str, WriteBehind]) -> None:
         """Export whether the registry answers, for how long it has not, and the writes
         waiting for it (per kind: usage, shadow, predictions, audit)."""
-        Gauge("model_manager_registry_up", "1 while the registry's database answers and takes "
-              "writes, else 0.", registry=self.registry).set_function(is_up)
-        Gauge("model_manager_registry_down_seconds", "Seconds since the registry stopped "
-              "answering (0 while it answers); routes in force are at most this old plus 2 s.",
-              registry=self.registry).set_function(down_seconds)
-        self.registry.register(_Pending(writers))
+        self._add_scraped(_RegistryHealth(is_up, down_seconds))
+        self._writers = writers
+        self._dropped = dict.fromkeys(writers, 0)
+        self.publish()
 
     def watch_disks(self, measure: Callable[[], Mapping[str, DiskFigures]]) -> None:
         """Export the free and total bytes of each place the server writes (by ``place``: the
         data dir, the store's staging folder), measured at each scrape."""
-        self.registry.register(_Disks(measure))
+        self._add_scraped(_Disks(measure))
+
+    def publish(self) -> None:
+        """Bring this worker's pending and dropped writes up to date in the server's sums. A
+        scrape does it for the scraping worker; the others must call it every
+        ``PUBLISH_EVERY`` seconds. (The loaded-model gauges follow the cache's hooks.)"""
+        for kind, writer in self._writers.items():
+            self.writes_pending.labels(kind).set(writer.pending_count())
+            with self._dropped_lock:  # a scrape and the periodic call may race
+                dropped = writer.writes_dropped
+                self.writes_dropped.labels(kind).inc(dropped - self._dropped[kind])
+                self._dropped[kind] = dropped
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        self._publish_cache()
+        self.publish()
+        return generate_latest(self._scrape_registry())
+
+    def _add_scraped(self, collector: Collector) -> None:
+        self._scraped.append(collector)
+        self.registry.register(collector)
+
+    def _scrape_registry(self) -> CollectorRegistry:
+        """The whole server's samples: this registry, or in multiprocess mode every worker's
+        files plus what this worker measures at scrape time."""
+        if not self._multiprocess:
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        for collector in self._scraped:
+            registry.register(collector)
+        return registry
+
+    def _publish_cache(self) -> None:
+        used, count = self._cache
+        self.loaded_bytes.set(used())
+        self.loaded_models.set(count())
 
     def on_request(self, key: VersionKey, outcome: str, seconds: float,
                    inference: float | None) -> None:
@@ -130,6 +203,7 @@ class Metrics:
     def on_load(self, key: VersionKey, size: int, seconds: float) -> None:
         self.loads.labels(key[0], str(key[1])).inc()
         self.load_seconds.observe(seconds)
+        self._publish_cache()
 
     def on_load_failure(self, key: VersionKey, reason: str) -> None:
         self.load_failures.labels(key[0], str(key[1])).inc()
@@ -141,25 +215,24 @@ class Metrics:
         self.unloads.labels(key[0], str(key[1]), reason).inc()
         if reason == "evicted":
             self.evictions.labels(key[0], str(key[1])).inc()
+        self._publish_cache()
 
 
-class _Pending:
-    """Writes waiting in memory for the registry, and those dropped for want of room."""
+class _RegistryHealth:
+    """Whether the registry answers and since when it has not, as the scraping worker sees it
+    (the registry is shared: one worker's view is the server's)."""
 
-    def __init__(self, writers: Mapping[str, WriteBehind]) -> None:
-        self._writers = writers
+    def __init__(self, is_up: Callable[[], float], down_seconds: Callable[[], float]) -> None:
+        self._is_up = is_up
+        self._down_seconds = down_seconds
 
     def collect(self) -> Iterator[Metric]:
-        pending = GaugeMetricFamily("model_manager_writes_pending", "Items (usage and shadow "
-                                    "buckets, prediction rows, audit events) waiting in memory "
-                                    "to be written to the registry.", labels=["kind"])
-        dropped = CounterMetricFamily("model_manager_writes_dropped", "Items dropped unwritten "
-                                      "because too many waited for the registry.", labels=["kind"])
-        for kind, writer in self._writers.items():
-            pending.add_metric([kind], writer.pending_count())
-            dropped.add_metric([kind], writer.writes_dropped)
-        yield pending
-        yield dropped
+        yield GaugeMetricFamily("model_manager_registry_up", "1 while the registry's database "
+                                "answers and takes writes, else 0.", value=self._is_up())
+        yield GaugeMetricFamily("model_manager_registry_down_seconds", "Seconds since the "
+                                "registry stopped answering (0 while it answers); routes in "
+                                "force are at most this old plus 2 s.",
+                                value=self._down_seconds())
 
 
 class _Disks:
