@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,7 +14,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
-from model_manager import __version__
+from model_manager import __version__, workers
 from model_manager.access import KeyRing
 from model_manager.api import (
     ApiKeyAuth,
@@ -34,7 +35,7 @@ from model_manager.api import (
 from model_manager.api.codec import TensorLimits
 from model_manager.catalog import Catalog
 from model_manager.clock import Clock
-from model_manager.errors import Unreachable
+from model_manager.errors import ModelManagerError, Unreachable
 from model_manager.governance import Governance, Limits
 from model_manager.health import HealthMonitor, Thresholds
 from model_manager.registry import Registry
@@ -62,7 +63,7 @@ from model_manager.telemetry import (
     UsageStore,
 )
 from model_manager.telemetry.audit import AuditTrail
-from model_manager.telemetry.metrics import WriteBehind
+from model_manager.telemetry.metrics import WriteBehind, worker_exited
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,10 @@ def create_app(settings: Settings) -> FastAPI:
         if await health.probe(entry) is None:  # a probe warms the model; else one dry run does
             await anyio.to_thread.run_sync(warm, entry.runtime)
 
+    siblings = workers.joined()  # None unless `serve --workers` started this process
     cache = ModelCache(catalog.load_runtime, settings.memory_budget,
                        hooks=HookFanout([metrics, events, history]), room_wait=settings.load_wait,
-                       after_load=after_load, clock=clock)
+                       after_load=after_load, clock=clock, shared=siblings)
     thresholds = Thresholds(settings.health_max_error_rate, settings.health_max_invalid_rate,
                             settings.health_max_p99)
     health = HealthMonitor(cache, usage, events, thresholds, settings.health_window, clock)
@@ -104,7 +106,10 @@ def create_app(settings: Settings) -> FastAPI:
     router = PredictionRouter(routes, cache, usage, settings.predict_timeout, model_settings,
                               predictions, shadows, settings.inference_threads,
                               settings.model_concurrency, settings.model_queue)
-    lifecycle = VersionLifecycle(catalog, cache, health, events)
+    lifecycle = VersionLifecycle(catalog, cache, health, events,
+                                 siblings.announce if siblings is not None else None)
+    if siblings is not None:
+        registry.on_change = functools.partial(siblings.announce, "registry")
     guard = CanaryGuard(registry, model_settings, usage, lifecycle, events, clock)
     audit = AuditTrail(registry)
     governance = Governance(catalog, cache, usage, health, thresholds,
@@ -120,12 +125,18 @@ def create_app(settings: Settings) -> FastAPI:
     keys = KeyRing(registry)
     fork_server = ForkServer()
 
+    async def once(duty: Callable[[], Awaitable[Any]]) -> None:
+        """Run a once-per-server duty: in the leading worker only, when there are several."""
+        if siblings is None or siblings.is_leader():
+            await duty()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_allocator()
-        await anyio.to_thread.run_sync(registry.migrate)
-        if settings.demo:
-            await anyio.to_thread.run_sync(_register_demo, catalog, settings)
+        if siblings is None:  # else the command did both before starting the workers
+            await anyio.to_thread.run_sync(registry.migrate)
+            if settings.demo:
+                await anyio.to_thread.run_sync(_register_demo, catalog, settings)
         freeze_startup_objects()
         threading.Thread(target=fork_server.warm, name="fork-server", daemon=True).start()
         log.info("ml-model-manager %s serving on %s:%d (registry %s, store %s, memory budget "
@@ -139,13 +150,18 @@ def create_app(settings: Settings) -> FastAPI:
                  asyncio.create_task(_every(settings.usage_flush_interval, _flush, *flushed)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, model_settings.refresh)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, keys.refresh)),
-                 asyncio.create_task(_every(settings.guard_interval, guard.check)),
+                 asyncio.create_task(_every(settings.guard_interval, once, guard.check)),
                  asyncio.create_task(_every(metrics.PUBLISH_EVERY, _in_thread, metrics.publish))]
         if settings.idle_unload > 0:
             tasks.append(asyncio.create_task(
                 _every(min(settings.idle_unload / 4, 30.0), cache.unload_idle, settings.idle_unload)))
         if settings.cleanup_interval > 0:
-            tasks.append(asyncio.create_task(_every(settings.cleanup_interval, governance.scheduled)))
+            tasks.append(asyncio.create_task(
+                _every(settings.cleanup_interval, once, governance.scheduled)))
+        if siblings is not None:
+            tasks.append(asyncio.create_task(_every(workers.TICK, _keep_in_step, siblings, cache,
+                                                    lifecycle, registry, model_settings, keys,
+                                                    flushed)))
         if settings.probe_interval > 0:
             tasks.append(asyncio.create_task(_every(settings.probe_interval, health.probe_loaded)))
         try:
@@ -164,12 +180,14 @@ def create_app(settings: Settings) -> FastAPI:
                           "(%s): %s", lost, exc.message)
             await cache.close()
             registry.close()
+            if siblings is not None:
+                siblings.close()
 
     app = FastAPI(title="ml-model-manager", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(v2_routes(router, registry, cache, lifecycle, readiness))
-    app.include_router(management_routes(catalog, lifecycle, cache, usage, health))
+    app.include_router(management_routes(catalog, lifecycle, cache, usage, health, siblings))
     app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions))
     app.include_router(governance_routes(governance, lifecycle, catalog, disks))
     app.include_router(keys_routes(keys))
@@ -201,8 +219,26 @@ def _check_exposure(settings: Settings, keys: KeyRing) -> None:
 
 
 def app_from_environment() -> FastAPI:
-    """The app for servers that import it by name (granian): settings from MODEL_MANAGER_*."""
-    return create_app(Settings.load())
+    """The app for servers that import it by name (granian, the workers of ``serve
+    --workers``): settings from MODEL_MANAGER_*."""
+    settings = Settings.load()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(settings)
+
+
+def prepare_registry(settings: Settings) -> None:
+    """Migrate the registry and register the demo models (with ``--demo``), once for the
+    workers that will share it."""
+    registry = Registry.from_url(settings.resolved_db_url)
+    try:
+        registry.migrate()
+        if settings.demo:
+            store = open_store(settings.resolved_store_url, settings.data_dir / "cache")
+            _register_demo(Catalog(registry, store, LoadOptions(), settings.max_upload_size,
+                                   EventLog()), settings)
+    finally:
+        registry.close()
 
 
 async def _start_up(lifecycle: VersionLifecycle, settings: Settings, readiness: Readiness) -> None:
@@ -225,6 +261,34 @@ async def _every(seconds: float, work: Callable[..., Awaitable[Any]], *args: Any
                       exc.message)
         except Exception:
             log.exception("periodic %s failed", getattr(work, "__name__", work))
+
+
+async def _keep_in_step(siblings: workers.Siblings, cache: ModelCache,
+                        lifecycle: VersionLifecycle, registry: Registry,
+                        model_settings: SettingsCache, keys: KeyRing,
+                        flushed: tuple[UsageRecorder | ShadowStats | PredictionLog | AuditTrail, ...]
+                        ) -> None:
+    """Apply what the other workers announced, make room they wait for, and (in the leading
+    worker) forget the workers that died."""
+    news = siblings.news()
+    if any(n["kind"] == "registry" for n in news):
+        registry.changed_elsewhere()  # routes are re-read by the next request
+        await anyio.to_thread.run_sync(model_settings.refresh)
+        await anyio.to_thread.run_sync(keys.refresh)
+    for item in news:
+        if item["kind"] == "flush":
+            await _flush(*flushed)
+            siblings.flushed(item["number"])
+        elif item["kind"] != "registry":
+            try:
+                await lifecycle.apply(item)
+            except ModelManagerError as exc:
+                log.warning("applying %s from another worker failed: %s", item, exc.message)
+    await cache.relieve()
+    if siblings.is_leader():
+        for pid in await anyio.to_thread.run_sync(siblings.reap):
+            log.warning("worker pid %d is gone; its slot in the budget is free", pid)
+            worker_exited(pid)
 
 
 async def _flush(*recorders: UsageRecorder | ShadowStats | PredictionLog | AuditTrail) -> None:

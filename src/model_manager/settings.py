@@ -171,6 +171,8 @@ class Settings:
     max_bytes_element: int = 1024**2
     """Bytes of one BYTES element."""
     log_level: str = "info"
+    workers: int = 1
+    """Worker processes serving the port (``auto``: the cores this process may use)."""
     http_server: str = "uvicorn"
     """``uvicorn`` (httptools and uvloop) or ``granian`` (the granian extra)."""
 
@@ -218,6 +220,8 @@ _DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout",
 def _coerce(name: str, value: Any) -> Any:
     field = {f.name: f for f in dataclasses.fields(Settings)}[name]
     kind = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+    if name == "workers" and str(value).strip().lower() == "auto":
+        return len(os.sched_getaffinity(0))
     if name in _SIZES:
         return parse_size(value)
     if name in _DURATIONS:

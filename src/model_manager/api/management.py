@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -18,18 +20,45 @@ from model_manager.runtimes import format_table
 from model_manager.serving import ModelCache, VersionLifecycle
 from model_manager.telemetry import UsageRecorder, usage_report
 from model_manager.telemetry.recent import Series, fleet_report, recent_report
+from model_manager.workers import Siblings
+
+FLUSH_WAIT = 2.0
+"""Seconds a usage read waits for the other workers to write what they counted."""
 
 
 def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: ModelCache,
-                      usage: UsageRecorder, health: HealthMonitor) -> APIRouter:
+                      usage: UsageRecorder, health: HealthMonitor,
+                      siblings: Siblings | None = None) -> APIRouter:
     api = APIRouter(prefix="/api")
     registry = catalog.registry
 
-    def with_state(version: VersionRecord) -> dict[str, Any]:
+    def with_state(version: VersionRecord,
+                   holders: dict[tuple[str, int], list[dict[str, int]]] | None = None
+                   ) -> dict[str, Any]:
+        """The version with its state in this server; with several workers, ``workers`` lists
+        those holding it, and a version any of them holds is READY."""
         state = cache.state_of(version.model, version.number)
-        return {**version.to_json(), "state": state.state.value, "reason": state.reason,
-                "loaded_bytes": state.size, "in_flight": state.in_flight,
-                "last_used": iso(state.last_used, "auto")}
+        answer = {**version.to_json(), "state": state.state.value, "reason": state.reason,
+                  "loaded_bytes": state.size, "in_flight": state.in_flight,
+                  "last_used": iso(state.last_used, "auto")}
+        if siblings is not None:
+            held = (siblings.holders() if holders is None else holders).get(
+                (version.model, version.number), [])
+            answer["workers"] = held
+            if held and state.state.value not in ("READY", "LOADING"):
+                answer.update(state="READY", reason=None)
+            if held:
+                answer["loaded_bytes"] = sum(h["bytes"] for h in held)
+        return answer
+
+    async def others_flushed() -> None:
+        """With several workers: have the others write their counts first (bounded wait)."""
+        if siblings is None:
+            return
+        number = siblings.ask_flush()
+        deadline = time.monotonic() + FLUSH_WAIT
+        while not siblings.all_flushed(number) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     @api.get("/models")
     async def list_models() -> list[dict[str, Any]]:
@@ -43,7 +72,8 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
     @api.get("/models/{name}")
     async def get_model(name: str) -> dict[str, Any]:
         model = await anyio.to_thread.run_sync(registry.get_model, name)
-        return {**model.to_json(), "versions": [with_state(v) for v in model.versions]}
+        holders = siblings.holders() if siblings is not None else None
+        return {**model.to_json(), "versions": [with_state(v, holders) for v in model.versions]}
 
     @api.post("/models/{name:path}/versions", status_code=201)
     async def upload_version(name: str, request: Request) -> dict[str, Any]:
@@ -121,6 +151,7 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
     @api.get("/models/{name}/usage")
     async def model_usage(name: str, days: int = Query(30, ge=1, le=90)) -> dict[str, Any]:
         model = await anyio.to_thread.run_sync(registry.get_model, name)
+        await others_flushed()
         by_version = await anyio.to_thread.run_sync(usage.usage, name, days)
         return usage_report(name, [v.number for v in model.versions], by_version)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from model_manager.cli.calls import Target, call, echo_json, json_arg
 from model_manager.cli.client import DEFAULT_URL
 from model_manager.cli.tables import format_table
 from model_manager.sizes import human_size
+
+log = logging.getLogger("model_manager.cli")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,6 +107,8 @@ def main() -> None:
               help="Elements of one input tensor. [default: 16777216]")
 @click.option("--max-bytes-element", help="Bytes of one BYTES element. [default: 1MiB]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--workers", help="Worker processes serving the port, sharing one memory budget, "
+              "one registry and one view; a number or auto (the cores). [default: 1]")
 @click.option("--http-server", type=click.Choice(["uvicorn", "granian"]),
               help="The HTTP server: uvicorn (httptools, uvloop) or granian. [default: uvicorn]")
 def serve(**flags: Any) -> None:
@@ -116,15 +121,22 @@ def serve(**flags: Any) -> None:
         raise click.UsageError(str(exc)) from exc
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.http_server == "granian":
+    if settings.http_server == "granian" or settings.workers > 1:
         for name, value in flags.items():  # the worker builds its settings from the environment
             if value is not None:
                 os.environ[ENV_PREFIX + name.upper()] = str(value)
+    if settings.http_server == "granian":
+        if settings.workers > 1:
+            raise click.UsageError("--workers runs on uvicorn; leave out --http-server granian")
         _serve_granian(settings)
         return
     import uvicorn
 
     from model_manager.app import create_app
+
+    if settings.workers > 1:
+        _serve_workers(settings)
+        return
 
     # uvicorn stops on SIGTERM (no new connections, requests in flight finish, the lifespan
     # flushes usage), then raises the signal again; this handler makes that a clean exit 0.
@@ -135,6 +147,29 @@ def serve(**flags: Any) -> None:
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, access_log=False, timeout_keep_alive=75,
                 timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
+
+
+def _serve_workers(settings: Any) -> None:
+    """Migrate and register the demo once, then let uvicorn's supervisor run the workers: it
+    replaces one that dies, and on SIGTERM each finishes what is in flight and flushes usage."""
+    import uvicorn
+
+    from model_manager import workers
+    from model_manager.app import prepare_registry
+
+    try:
+        run = workers.prepare(settings.workers)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    prepare_registry(settings)
+    log.info("serving with %d worker processes (run folder %s)", settings.workers, run)
+    try:
+        uvicorn.run("model_manager.app:app_from_environment", factory=True,
+                    workers=settings.workers, host=settings.host, port=settings.port,
+                    log_level=settings.log_level, access_log=False, timeout_keep_alive=75,
+                    timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
 
 
 def _serve_granian(settings: Any) -> None:

@@ -71,8 +71,10 @@ class Registry:
         self.clock = clock
         """What "now" is for the times the registry stores."""
         self.generation = 0
-        """Counts this process's changes to models, versions, aliases and policies; caches of
-        them compare it to know they are stale."""
+        """Counts this process's changes to models, versions, aliases and policies (and those
+        another worker process announced); caches of them compare it to know they are stale."""
+        self.on_change: Callable[[], None] = lambda: None
+        """Called after each such change (the server's other workers are told)."""
         self.status = RegistryStatus()
         sa.event.listen(engine, "handle_error", self.status.on_error)
         sa.event.listen(engine, "after_cursor_execute",
@@ -352,6 +354,11 @@ class Registry:
                 yield conn
         finally:
             self.generation += 1
+            self.on_change()
+
+    def changed_elsewhere(self) -> None:
+        """Another process changed the registry: caches of it are stale."""
+        self.generation += 1
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:

@@ -17,6 +17,10 @@ A sized mapping, a policy and hooks:
   ``UNREACHABLE_BACKOFF`` seconds, but leaves the version UNAVAILABLE rather than FAILED: the
   fault is not the model's.
 - *Hooks*: loads, failures and unloads are reported to ``CacheHooks`` (metrics).
+- *Shared*: with several worker processes (``workers.Siblings``), the budget is the whole
+  server's: a load fits when this worker's bytes plus the other workers' fit, decided under the
+  siblings' lock; a load that needs room others hold says so, and they evict their least
+  recently used idle models (``relieve``) while this one waits.
 
 Removing an entry that is serving requests only marks it: the last request to finish unloads it.
 """
@@ -29,7 +33,8 @@ import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext, suppress
+from typing import Protocol
 
 import anyio.to_thread
 
@@ -48,6 +53,22 @@ Loader = Callable[[VersionRecord], Runtime]
 
 UNREACHABLE_BACKOFF = 5.0
 """The longest wait before retrying a load that failed on an unreachable store or registry."""
+SHARED_POLL = 0.05
+"""Seconds between looks at the other workers' bytes while a load waits for room."""
+
+
+class SharedBudget(Protocol):
+    """The budget's other holders: the server's other worker processes (``workers.Siblings``)."""
+
+    def locked(self) -> AbstractContextManager[None]: ...
+
+    def others_held(self) -> int: ...
+
+    def publish(self, held: int, wanted: int = 0) -> None: ...
+
+    def excess(self, budget: int) -> int: ...
+
+    def holdings(self, loaded: list[tuple[str, int, int]]) -> None: ...
 
 
 class State(enum.StrEnum):
@@ -106,8 +127,10 @@ class ModelCache:
                  meter: Callable[[], int] = process_rss,
                  trim: Callable[[], None] = release_freed_memory,
                  room_wait: float = 10.0, backoff: tuple[float, float] = (1.0, 60.0),
-                 after_load: Callable[[LoadedModel], Awaitable[None]] | None = None) -> None:
+                 after_load: Callable[[LoadedModel], Awaitable[None]] | None = None,
+                 shared: SharedBudget | None = None) -> None:
         self.budget = budget
+        self._shared = shared
         self._loader = loader
         self._hooks: CacheHooks = hooks or NoHooks()
         self._after_load = after_load
@@ -123,6 +146,7 @@ class ModelCache:
         self._failures: dict[Key, _Failure] = {}
         self._sizes: dict[Key, int] = {}
         self._reserved = 0
+        self._wanted = 0
         self._clean: dict[Key, bool] = {}
         self._changed: asyncio.Future[None] | None = None
 
@@ -262,8 +286,7 @@ class ModelCache:
         key = (version.model, version.number)
         need = self._sizes.get(key) or self._estimate(version)
         self._check_fits(version, need, "estimated from its artifact")
-        await self._make_room(need)
-        self._reserved += need
+        await self._make_room(need)  # reserves ``need``
         started = time.perf_counter()
         try:
             entry, measured = await self._measured_load(version)
@@ -274,6 +297,7 @@ class ModelCache:
         if measured is not None:
             self._sizes[key] = measured
         self._entries[key] = entry
+        self._publish()
         try:
             self._check_fits(version, entry.size, "measured")
             await self._make_room(0, keep=entry)
@@ -283,6 +307,7 @@ class ModelCache:
         seconds = time.perf_counter() - started
         log.info("loaded %s v%d: %s in %.3fs", *key, human_size(entry.size), seconds)
         self._hooks.on_load(key, entry.size, seconds)
+        self._record_holdings()
         return entry
 
     async def _measured_load(self, version: VersionRecord) -> tuple[LoadedModel, int | None]:
@@ -342,19 +367,60 @@ class ModelCache:
     # ---- making room -------------------------------------------------------------------------
 
     async def _make_room(self, need: int, keep: LoadedModel | None = None) -> None:
+        """Evict until ``need`` more bytes fit, then reserve them (``_reserved``)."""
         deadline = time.monotonic() + self._room_wait
-        while self.used + self._reserved + need > self.budget:
+        while not self._reserve(need):
             victim = self._lru_victim(keep)
             if victim is not None:
                 await self._remove(victim, UnloadReason.EVICTED)
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                self._want(0)
                 raise Overloaded(
                     f"the memory budget ({human_size(self.budget)}) is held by models that are "
                     f"busy or pinned; {human_size(need)} more are needed",
                     retry_after=max(1, round(self._room_wait)))
-            await self._wait_for_change(remaining)
+            self._want(need)  # other workers evict for it, if they can
+            await self._wait_for_change(remaining if self._shared is None
+                                        else min(remaining, SHARED_POLL))
+        self._want(0)
+
+    def _reserve(self, need: int) -> bool:
+        """Reserve ``need`` bytes if they fit with what is held here and by the other workers;
+        the check and the reservation are one step for all the workers."""
+        with self._shared.locked() if self._shared is not None else nullcontext():
+            others = self._shared.others_held() if self._shared is not None else 0
+            if self.used + self._reserved + need + others > self.budget:
+                return False
+            self._reserved += need
+            self._publish()
+            return True
+
+    def _want(self, need: int) -> None:
+        if need != self._wanted:
+            self._wanted = need
+            self._publish()
+
+    def _publish(self) -> None:
+        if self._shared is not None:
+            self._shared.publish(self.used + self._reserved, self._wanted)
+
+    def _record_holdings(self) -> None:
+        if self._shared is not None:
+            self._shared.holdings([(*e.key, e.size) for e in self._entries.values()])
+
+    async def relieve(self) -> list[Key]:
+        """Evict this worker's least recently used idle models while other workers wait for
+        room that the budget does not have (several workers only)."""
+        evicted: list[Key] = []
+        while self._shared is not None and self._shared.excess(self.budget) > 0:
+            victim = self._lru_victim(None)
+            if victim is None:
+                break
+            await self._remove(victim, UnloadReason.EVICTED)
+            evicted.append(victim.key)
+        return evicted
 
     def _lru_victim(self, keep: LoadedModel | None) -> LoadedModel | None:
         candidates = [e for e in self._entries.values()
@@ -382,9 +448,11 @@ class ModelCache:
         await anyio.to_thread.run_sync(unload)
         log.info("unloaded %s v%d (%s)", *entry.key, reason.value)
         self._hooks.on_unload(entry.key, reason)
+        self._record_holdings()
 
     def _notify(self) -> None:
         """Wake loads waiting for room: something was released."""
+        self._publish()
         if self._changed is not None and not self._changed.done():
             self._changed.set_result(None)
         self._changed = None

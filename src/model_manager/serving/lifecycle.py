@@ -4,12 +4,15 @@ Moving an alias is a zero-downtime switch: the new version is loaded and warmed 
 alias moves in one registry transaction, so every later request resolves to the new version while
 requests already running finish on the old one. The old version is then unloaded once drained,
 unless an alias or a pin still points at it.
+
+With several worker processes, what this worker does to its loaded models (an unload, a pin, an
+unpin, a retired version) is announced to the others (``announce``), which ``apply`` it to theirs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
@@ -43,7 +46,8 @@ class ProbeOutcome(Protocol):
 
 class VersionLifecycle:
     def __init__(self, catalog: Catalog, cache: ModelCache, probes: ProbeResults,
-                 events: EventLog) -> None:
+                 events: EventLog, announce: Callable[..., None] | None = None) -> None:
+        self._announce = announce or (lambda kind, **fields: None)
         self._catalog = catalog
         self._registry: Registry = catalog.registry
         self._cache = cache
@@ -127,6 +131,7 @@ class VersionLifecycle:
             raise Conflict(f"version {version.number} of {name!r} is pinned; unpin it first")
         deleted = await anyio.to_thread.run_sync(self._catalog.delete_version, name, ref, actor)
         await self._cache.unload(name, deleted.number)
+        self._announce("unload", model=name, version=deleted.number)
         return deleted
 
     async def archive(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
@@ -135,6 +140,7 @@ class VersionLifecycle:
         version = await anyio.to_thread.run_sync(self._registry.set_archived, name, ref, True,
                                                  actor)
         await self._cache.unload(name, version.number)
+        self._announce("unload", model=name, version=version.number)
         return version
 
     async def unarchive(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
@@ -148,13 +154,16 @@ class VersionLifecycle:
             raise Conflict(f"version {version.number} of {name!r} is archived")
         await self._cache.load(version, pin=True)
         self._events.emit("pin", model=name, version=version.number, pinned=True)
-        return await anyio.to_thread.run_sync(self._registry.set_pinned, name, version.number,
-                                              True, actor)
+        pinned = await anyio.to_thread.run_sync(self._registry.set_pinned, name, version.number,
+                                                True, actor)
+        self._announce("pin", model=name, version=version.number)
+        return pinned
 
     async def unpin(self, name: str, ref: str, actor: str | None = None) -> VersionRecord:
         version = await anyio.to_thread.run_sync(self._registry.set_pinned, name, ref, False, actor)
         self._cache.unpin(name, version.number)
         self._events.emit("pin", model=name, version=version.number, pinned=False)
+        self._announce("unpin", model=name, version=version.number)
         return version
 
     async def load(self, version: VersionRecord) -> LoadedModel:
@@ -166,6 +175,7 @@ class VersionLifecycle:
         pinned = [v.number for v in model.versions if v.pinned]
         if pinned:
             raise Conflict(f"{name!r} has pinned version(s) {pinned}; unpin them first")
+        self._announce("unload", model=name, version=None)
         return [number for _, number in await self._cache.unload(name)]
 
     async def preload(self, aliases: Iterable[str]) -> None:
@@ -182,13 +192,29 @@ class VersionLifecycle:
                     log.warning("preloading %s v%d failed: %s", model.name, version.number,
                                 exc.message)
 
-    async def _retire(self, name: str, number: int) -> None:
+    async def apply(self, news: dict[str, Any]) -> None:
+        """Do to this worker's loaded models what another worker announced it did to its own."""
+        kind, name = news["kind"], str(news["model"])
+        number: int | None = news.get("version")
+        if kind == "unload":
+            await self._cache.unload(name, number)
+        elif kind == "pin":
+            version = await anyio.to_thread.run_sync(self._registry.get_version, name, number)
+            await self._cache.load(version, pin=True)
+        elif kind == "unpin":
+            self._cache.unpin(name, number or 0)
+        elif kind == "retire":
+            await self._retire(name, number or 0, announce=False)
+
+    async def _retire(self, name: str, number: int, announce: bool = True) -> None:
         """Unload a version once drained, unless an alias or a pin still holds it."""
         model = await self._model(name)
         version = next((v for v in model.versions if v.number == number), None)
         if version is None or version.aliases or version.pinned:
             return
         await self._cache.unload(name, number)
+        if announce:
+            self._announce("retire", model=name, version=number)
 
     async def _model(self, name: str) -> ModelRecord:
         return await anyio.to_thread.run_sync(self._registry.get_model, name)
