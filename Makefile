@@ -80,6 +80,7 @@ clean:
 bench: install
 	$(BIN)/python bench/cache.py
 	$(BIN)/python bench/shadow.py
+	$(BIN)/python bench/workers.py
 	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/peers.py --systems ours-sklearn,ours-sklearn-batched --models rf100 \
 		--concurrency 8,64 --bodies json

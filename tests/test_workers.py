@@ -118,13 +118,23 @@ def test_the_leader_is_one_worker_and_another_takes_over_when_it_dies(join: Join
     assert me.is_leader()
 
 
-def test_asking_for_a_flush_waits_for_every_live_worker(join: Join, other: tuple) -> None:
+def test_a_question_is_answered_by_every_live_worker(join: Join, other: tuple) -> None:
     me = join()
-    number = me.ask_flush()
-    assert not me.all_flushed(number)
+    number = me.ask("cache")
+    assert me.news() == []  # our own question is not news to us
+    assert me.answers(number) == ([], False)  # the other has not answered yet
     other[0].kill()
     other[0].join()
-    assert me.all_flushed(number)  # a dead worker has nothing left to flush
+    assert me.answers(number) == ([], True)  # a dead worker has nothing left to say
+
+
+def test_answers_to_an_older_question_do_not_count(run: Path, join: Join) -> None:
+    me, other = join(), join()  # same pid here: the other answers as a separate slot
+    first = me.ask("totals")
+    other.answer(first, {"n": 1})
+    assert me.answers(first) == ([{"n": 1}], True)
+    second = me.ask("totals")
+    assert me.answers(second) == ([], False)
 
 
 def announce_unpin(run: Path) -> None:

@@ -33,6 +33,7 @@ from model_manager.api import (
     v2_routes,
 )
 from model_manager.api.codec import TensorLimits
+from model_manager.api.whole import WholeServer
 from model_manager.catalog import Catalog
 from model_manager.clock import Clock
 from model_manager.errors import ModelManagerError, Unreachable
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     governance = Governance(catalog, cache, usage, health, thresholds,
                             Limits.from_settings(settings), settings.memory_budget, events, audit)
     flushed = (usage, shadow_stats, predictions, audit)
+    whole = WholeServer(siblings, usage, cache, history, clock, functools.partial(_flush, *flushed))
     writers: dict[str, WriteBehind] = {"usage": usage, "shadow": shadow_stats,
                                        "predictions": predictions, "audit": audit}
     metrics.watch_registry(lambda: float(registry.status.is_up), registry.status.down_seconds,
@@ -161,7 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
         if siblings is not None:
             tasks.append(asyncio.create_task(_every(workers.TICK, _keep_in_step, siblings, cache,
                                                     lifecycle, registry, model_settings, keys,
-                                                    flushed)))
+                                                    whole)))
         if settings.probe_interval > 0:
             tasks.append(asyncio.create_task(_every(settings.probe_interval, health.probe_loaded)))
         try:
@@ -187,11 +189,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(v2_routes(router, registry, cache, lifecycle, readiness))
-    app.include_router(management_routes(catalog, lifecycle, cache, usage, health, siblings))
+    app.include_router(management_routes(catalog, lifecycle, cache, usage, health, whole, siblings))
     app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions))
     app.include_router(governance_routes(governance, lifecycle, catalog, disks))
     app.include_router(keys_routes(keys))
-    app.include_router(memory_routes(cache, history, clock))
+    app.include_router(memory_routes(whole))
     app.include_router(metrics_routes(metrics))
     app.include_router(status_routes(registry.status, writers, disks, fork_server))
     app.include_router(dashboard_routes())
@@ -265,25 +267,24 @@ async def _every(seconds: float, work: Callable[..., Awaitable[Any]], *args: Any
 
 async def _keep_in_step(siblings: workers.Siblings, cache: ModelCache,
                         lifecycle: VersionLifecycle, registry: Registry,
-                        model_settings: SettingsCache, keys: KeyRing,
-                        flushed: tuple[UsageRecorder | ShadowStats | PredictionLog | AuditTrail, ...]
-                        ) -> None:
-    """Apply what the other workers announced, make room they wait for, and (in the leading
-    worker) forget the workers that died."""
+                        model_settings: SettingsCache, keys: KeyRing, whole: WholeServer) -> None:
+    """Apply what the other workers announced, answer what they asked, make room they wait
+    for, and (in the leading worker) forget the workers that died."""
     news = siblings.news()
     if any(n["kind"] == "registry" for n in news):
         registry.changed_elsewhere()  # routes are re-read by the next request
         await anyio.to_thread.run_sync(model_settings.refresh)
         await anyio.to_thread.run_sync(keys.refresh)
     for item in news:
-        if item["kind"] == "flush":
-            await _flush(*flushed)
-            siblings.flushed(item["number"])
-        elif item["kind"] != "registry":
-            try:
+        try:
+            if item["kind"] == "question":
+                await whole.respond(item)
+            elif item["kind"] != "registry":
                 await lifecycle.apply(item)
-            except ModelManagerError as exc:
-                log.warning("applying %s from another worker failed: %s", item, exc.message)
+        except ModelManagerError as exc:
+            log.warning("%s from another worker failed here: %s", item, exc.message)
+        except Exception:
+            log.exception("%s from another worker failed here", item)
     await cache.relieve()
     if siblings.is_leader():
         for pid in await anyio.to_thread.run_sync(siblings.reap):

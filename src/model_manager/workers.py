@@ -4,7 +4,7 @@ uvicorn's supervisor starts the workers (fresh processes sharing the listening s
 replaces one that dies. Before it does, ``prepare`` creates a run folder that the workers share:
 
 - ``ledger``: one fixed-size slot per worker (pid, bytes its loaded models hold, bytes it waits
-  for, the last flush it was asked for and did), read and written through ``mmap``. A worker
+  for), read and written through ``mmap``. A worker
   decides that a load fits by adding the other live workers' bytes to its own, under an
   exclusive ``flock`` on the file, so two workers never take the same room. A worker that needs
   room other workers hold says so in ``wanted``; each worker checks every ``TICK`` seconds and
@@ -15,6 +15,9 @@ replaces one that dies. Before it does, ``prepare`` creates a run folder that th
   through one worker (an alias, a policy, a pin, an unload, settings, keys) is announced there
   and applied by every other worker within ``TICK`` seconds.
 - ``worker-<slot>.json``: what each worker holds (for ``GET /api/models/{name}``).
+- ``answer-<slot>.json``: a worker's answer to the last question asked on the channel (``ask``):
+  its counts of the last hour, its cache, or just "flushed"; the asking worker merges them
+  with its own, so that any worker answers for the whole server.
 - ``leader.lock``: the worker holding this ``flock`` runs the once-per-server duties (the
   auto-rollback guard, scheduled cleanup, forgetting dead workers); when it dies the kernel
   releases the lock and another worker takes over.
@@ -45,8 +48,8 @@ RUN_DIR_ENV = "MODEL_MANAGER_RUN_DIR"
 MAX_WORKERS = 256
 TICK = 0.1
 """Seconds between a worker's looks at the channel and at the budget's pressure."""
-_SLOT = struct.Struct("<qqqq")  # pid, held bytes, wanted bytes, flushed sequence
-_FLUSH_SLOT = MAX_WORKERS  # after the workers' slots: the last flush asked for
+_SLOT = struct.Struct("<qqq")  # pid, held bytes, wanted bytes
+_QUESTIONS = MAX_WORKERS  # after the workers' slots: the number of the last question asked
 
 
 def prepare(count: int, base: Path | None = None) -> Path:
@@ -97,9 +100,9 @@ class Siblings:
         finally:
             fcntl.flock(self._ledger_file, fcntl.LOCK_UN)
 
-    def _read(self, slot: int) -> tuple[int, int, int, int]:
-        pid, held, wanted, flushed = _SLOT.unpack_from(self._ledger, slot * _SLOT.size)
-        return pid, held, wanted, flushed
+    def _read(self, slot: int) -> tuple[int, int, int]:
+        pid, held, wanted = _SLOT.unpack_from(self._ledger, slot * _SLOT.size)
+        return pid, held, wanted
 
     def _write(self, slot: int, *values: int) -> None:
         _SLOT.pack_into(self._ledger, slot * _SLOT.size, *values)
@@ -108,11 +111,11 @@ class Siblings:
         for slot in range(MAX_WORKERS):
             pid = self._read(slot)[0]
             if pid == 0 or not _alive(pid):
-                self._write(slot, self.pid, 0, 0, 0)
+                self._write(slot, self.pid, 0, 0)
                 return slot
         raise RuntimeError(f"more than {MAX_WORKERS} workers share {self.run}")
 
-    def _live(self) -> Iterator[tuple[int, tuple[int, int, int, int]]]:
+    def _live(self) -> Iterator[tuple[int, tuple[int, int, int]]]:
         for slot in range(MAX_WORKERS):
             values = self._read(slot)
             if values[0] and (slot == self.slot or _alive(values[0])):
@@ -133,14 +136,16 @@ class Siblings:
 
     def publish(self, held: int, wanted: int = 0) -> None:
         """This worker's bytes held (loaded and reserved) and the bytes it waits for."""
-        flushed = self._read(self.slot)[3]
-        self._write(self.slot, self.pid, held, wanted, flushed)
+        self._write(self.slot, self.pid, held, wanted)
 
     def holdings(self, loaded: list[tuple[str, int, int]]) -> None:
         """Record which versions this worker holds, (model, version, bytes) each."""
-        path = self.run / f"worker-{self.slot}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": self.pid, "loaded": loaded}))
+        self._write_json(f"worker-{self.slot}.json", {"pid": self.pid, "loaded": loaded})
+
+    def _write_json(self, name: str, doc: Any) -> None:
+        path = self.run / name
+        tmp = path.with_suffix(f".{self.pid}.tmp")
+        tmp.write_text(json.dumps(doc))
         tmp.replace(path)
 
     def holders(self) -> dict[tuple[str, int], list[dict[str, int]]]:
@@ -165,28 +170,43 @@ class Siblings:
             for slot in range(MAX_WORKERS):
                 pid = self._read(slot)[0]
                 if pid and slot != self.slot and not _alive(pid):
-                    self._write(slot, 0, 0, 0, 0)
-                    with contextlib.suppress(OSError):
-                        (self.run / f"worker-{slot}.json").unlink()
+                    self._write(slot, 0, 0, 0)
+                    for name in (f"worker-{slot}.json", f"answer-{slot}.json"):
+                        with contextlib.suppress(OSError):
+                            (self.run / name).unlink()
                     dead.append(pid)
         return dead
 
-    # ---- flushes on demand -------------------------------------------------------------------
+    # ---- questions to every worker ------------------------------------------------------------
 
-    def ask_flush(self) -> int:
-        """Ask every worker to flush what it holds for the registry; the request's number."""
+    def ask(self, what: str, **args: Any) -> int:
+        """Ask every other worker ``what`` (they ``answer`` within a tick); the question's number."""
         with self.locked():
-            number = self._read(_FLUSH_SLOT)[0] + 1
-            self._write(_FLUSH_SLOT, number, 0, 0, 0)
-        self.announce("flush", number=number)
+            number = self._read(_QUESTIONS)[0] + 1
+            self._write(_QUESTIONS, number, 0, 0)
+        self.announce("question", what=what, number=number, args=args)
         return number
 
-    def flushed(self, number: int) -> None:
-        pid, held, wanted, _ = self._read(self.slot)
-        self._write(self.slot, pid, held, wanted, number)
+    def answer(self, number: int, data: Any) -> None:
+        """This worker's answer to question ``number``."""
+        self._write_json(f"answer-{self.slot}.json", {"pid": self.pid, "number": number,
+                                                       "data": data})
 
-    def all_flushed(self, number: int) -> bool:
-        return all(values[3] >= number for slot, values in self._live() if slot != self.slot)
+    def answers(self, number: int) -> tuple[list[Any], bool]:
+        """The answers to question ``number`` so far, and whether every live worker gave one."""
+        found, missing = [], False
+        for slot, values in self._live():
+            if slot == self.slot:
+                continue
+            try:
+                answer = json.loads((self.run / f"answer-{slot}.json").read_text())
+            except (OSError, ValueError):
+                answer = {}
+            if answer.get("pid") == values[0] and answer.get("number") == number:
+                found.append(answer["data"])
+            else:
+                missing = True
+        return found, not missing
 
     # ---- the channel -------------------------------------------------------------------------
 
@@ -221,9 +241,10 @@ class Siblings:
 
     def close(self) -> None:
         with self.locked():
-            self._write(self.slot, 0, 0, 0, 0)
-        with contextlib.suppress(OSError):
-            (self.run / f"worker-{self.slot}.json").unlink()
+            self._write(self.slot, 0, 0, 0)
+        for name in (f"worker-{self.slot}.json", f"answer-{self.slot}.json"):
+            with contextlib.suppress(OSError):
+                (self.run / name).unlink()
         self._ledger.close()
         self._ledger_file.close()
         self._leader_file.close()

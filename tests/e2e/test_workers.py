@@ -109,8 +109,16 @@ def test_both_workers_serve_and_usage_and_metrics_count_every_request_once(
                 pids.update(h["pid"] for h in holders)
         usage = client.get("/api/models/counted/usage").json()["versions"][0]
         scrape = client.get("/metrics").text
+        fleet = client.get("/api/usage/recent").json()["models"]
+        recent = client.get("/api/models/counted/usage/recent").json()["versions"][0]
+        cache = client.get("/api/cache").json()
     assert pids == set(workers_of(server))  # both loaded it: both served it
     assert usage["requests"] == 200
+    # what the dashboard reads is the whole server's, whichever worker answers
+    assert next(m for m in fleet if m["model"] == "counted")["hour"]["requests"] == 200
+    assert recent["requests"] == 200 and sum(b["requests"] for b in recent["buckets"]) == 200
+    assert {e["worker_pid"] for e in cache["loaded"] if e["model"] == "counted"} == pids
+    assert cache["used_bytes"] == sum(e["bytes"] for e in cache["loaded"])
     line = next(line for line in scrape.splitlines() if line.startswith(
         'model_manager_requests_total{model="counted",outcome="ok",version="1"}'))
     assert float(line.split()[-1]) == 200

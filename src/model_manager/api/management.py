@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -11,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from model_manager.api.bodies import json_object
 from model_manager.api.uploads import NO_FILE, read_upload
+from model_manager.api.whole import WholeServer
 from model_manager.catalog import Catalog, parse_metadata
 from model_manager.clock import iso
 from model_manager.errors import InvalidInput
@@ -22,12 +21,9 @@ from model_manager.telemetry import UsageRecorder, usage_report
 from model_manager.telemetry.recent import Series, fleet_report, recent_report
 from model_manager.workers import Siblings
 
-FLUSH_WAIT = 2.0
-"""Seconds a usage read waits for the other workers to write what they counted."""
-
 
 def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: ModelCache,
-                      usage: UsageRecorder, health: HealthMonitor,
+                      usage: UsageRecorder, health: HealthMonitor, whole: WholeServer,
                       siblings: Siblings | None = None) -> APIRouter:
     api = APIRouter(prefix="/api")
     registry = catalog.registry
@@ -50,15 +46,6 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
             if held:
                 answer["loaded_bytes"] = sum(h["bytes"] for h in held)
         return answer
-
-    async def others_flushed() -> None:
-        """With several workers: have the others write their counts first (bounded wait)."""
-        if siblings is None:
-            return
-        number = siblings.ask_flush()
-        deadline = time.monotonic() + FLUSH_WAIT
-        while not siblings.all_flushed(number) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
 
     @api.get("/models")
     async def list_models() -> list[dict[str, Any]]:
@@ -151,7 +138,7 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
     @api.get("/models/{name}/usage")
     async def model_usage(name: str, days: int = Query(30, ge=1, le=90)) -> dict[str, Any]:
         model = await anyio.to_thread.run_sync(registry.get_model, name)
-        await others_flushed()
+        await whole.flushed()  # what the other workers counted is in the registry
         by_version = await anyio.to_thread.run_sync(usage.usage, name, days)
         return usage_report(name, [v.number for v in model.versions], by_version)
 
@@ -160,7 +147,7 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
         """This server's requests per version over the last hour by minute, or over the last 24
         hours, from the start of the hour, by hour (the dashboard's charts)."""
         model = await anyio.to_thread.run_sync(registry.get_model, name)
-        now, recent = await anyio.to_thread.run_sync(usage.recent, span, name)
+        now, recent = await whole.recent(span, name)
         by_version: dict[int, Series] = {v.number: [] for v in model.versions}
         by_version.update({key[1]: series for key, series in recent.items()})
         return recent_report(name, span, now, by_version)
@@ -169,7 +156,7 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
     async def fleet_usage() -> dict[str, Any]:
         """This server's requests over the last hour and over the last 24 hours, from the start
         of the hour, per model and version used in that day."""
-        now, totals = await anyio.to_thread.run_sync(usage.recent_totals)
+        now, totals = await whole.recent_totals()
         return fleet_report(now, totals)
 
     @api.get("/models/{name}/health")
