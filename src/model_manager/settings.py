@@ -220,8 +220,12 @@ _DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout",
 def _coerce(name: str, value: Any) -> Any:
     field = {f.name: f for f in dataclasses.fields(Settings)}[name]
     kind = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
-    if name == "workers" and str(value).strip().lower() == "auto":
-        return len(os.sched_getaffinity(0))
+    if name == "workers":
+        text = str(value).strip().lower()
+        if text == "auto":
+            return len(os.sched_getaffinity(0))
+        if not text.isdigit():
+            raise ValueError(f"--workers takes a number or auto, not {value!r}")
     if name in _SIZES:
         return parse_size(value)
     if name in _DURATIONS:

@@ -8,6 +8,7 @@ import collections
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 
 from tests.e2e.test_model_cache import lookup
 from tests.onnx_models import offset_model, weights_model
-from tests.support import ServerProcess, eventually, push
+from tests.support import CLI, ServerProcess, eventually, push
 
 MiB = 1024 * 1024
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0.0] * 4}]}
@@ -261,3 +262,9 @@ def test_sigterm_drains_every_worker_and_exits_zero(tmp_path: Path, models: Path
     finally:
         restarted.stop()
     assert usage["requests"] == len(statuses)  # every answered request was counted
+
+
+def test_a_worker_count_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run([CLI, "serve", "--workers", "0", "--data-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--workers takes 1 to 256, not 0" in result.stderr

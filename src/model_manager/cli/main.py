@@ -16,6 +16,7 @@ from model_manager.cli.calls import Target, call, echo_json, json_arg
 from model_manager.cli.client import DEFAULT_URL
 from model_manager.cli.tables import format_table
 from model_manager.sizes import human_size
+from model_manager.workers import MAX_WORKERS
 
 log = logging.getLogger("model_manager.cli")
 
@@ -119,6 +120,8 @@ def serve(**flags: Any) -> None:
         settings = Settings.load(flags)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
+    if not 1 <= settings.workers <= MAX_WORKERS:
+        raise click.UsageError(f"--workers takes 1 to {MAX_WORKERS}, not {settings.workers}")
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.http_server == "granian" or settings.workers > 1:
@@ -157,10 +160,7 @@ def _serve_workers(settings: Any) -> None:
     from model_manager import workers
     from model_manager.app import prepare_registry
 
-    try:
-        run = workers.prepare(settings.workers)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    run = workers.prepare(settings.workers)
     prepare_registry(settings)
     log.info("serving with %d worker processes (run folder %s)", settings.workers, run)
     try:
