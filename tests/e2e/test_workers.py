@@ -5,6 +5,7 @@ second, a killed worker replaced while the other serves, and a clean SIGTERM."""
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import os
 import re
 import signal
@@ -123,6 +124,23 @@ def test_both_workers_serve_and_usage_and_metrics_count_every_request_once(
     line = next(line for line in scrape.splitlines() if line.startswith(
         'model_manager_requests_total{model="counted",outcome="ok",version="1"}'))
     assert float(line.split()[-1]) == 200
+
+
+def test_a_burst_of_first_requests_loads_a_model_at_most_once_per_worker(
+        server: ServerProcess, models: Path) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert push(client, "burst", models / "v1.onnx").status_code == 201
+
+    def first_request(_: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=60) as fresh:
+            return fresh.post("/v2/models/burst/infer", json=BODY).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(100) as pool:
+        assert set(pool.map(first_request, range(100))) == {200}
+    scrape = httpx.get(f"{server.url}/metrics").text
+    loads = next(line for line in scrape.splitlines()
+                 if line.startswith('model_manager_loads_total{model="burst"'))
+    assert 1 <= float(loads.split()[-1]) <= 2
 
 
 def test_an_alias_moved_through_one_worker_is_served_by_all_within_a_second(
