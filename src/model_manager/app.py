@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -33,10 +34,12 @@ from model_manager.api import (
     v2_routes,
 )
 from model_manager.api.codec import TensorLimits
+from model_manager.api.replicas import replica_routes
 from model_manager.api.whole import WholeServer
 from model_manager.catalog import Catalog
 from model_manager.clock import Clock
 from model_manager.errors import ModelManagerError, Unreachable
+from model_manager.fleet import HEARTBEAT, Fleet, Holding, address_of, replica_id
 from model_manager.governance import Governance, Limits
 from model_manager.health import HealthMonitor, Thresholds
 from model_manager.registry import Registry
@@ -117,6 +120,9 @@ def create_app(settings: Settings) -> FastAPI:
                             Limits.from_settings(settings), settings.memory_budget, events, audit)
     flushed = (usage, shadow_stats, predictions, audit)
     whole = WholeServer(siblings, usage, cache, history, clock, functools.partial(_flush, *flushed))
+    fleet = Fleet(registry, address_of(settings.host, settings.port), settings.memory_budget,
+                  functools.partial(_holdings, cache, siblings),
+                  replica_id(os.environ.get(workers.RUN_DIR_ENV)))
     writers: dict[str, WriteBehind] = {"usage": usage, "shadow": shadow_stats,
                                        "predictions": predictions, "audit": audit}
     metrics.watch_registry(lambda: float(registry.status.is_up), registry.status.down_seconds,
@@ -147,12 +153,16 @@ def create_app(settings: Settings) -> FastAPI:
                  human_size(settings.memory_budget))
         await anyio.to_thread.run_sync(keys.refresh)
         _check_exposure(settings, keys)
+        with contextlib.suppress(Unreachable):
+            await once(functools.partial(anyio.to_thread.run_sync, fleet.beat))
         await anyio.to_thread.run_sync(model_settings.refresh)
         tasks = [asyncio.create_task(_start_up(lifecycle, settings, readiness)),
                  asyncio.create_task(_every(settings.usage_flush_interval, _flush, *flushed)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, model_settings.refresh)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, keys.refresh)),
                  asyncio.create_task(_every(settings.guard_interval, once, guard.check)),
+                 asyncio.create_task(_every(HEARTBEAT, once, functools.partial(
+                     anyio.to_thread.run_sync, fleet.beat))),
                  asyncio.create_task(_every(metrics.PUBLISH_EVERY, _in_thread, metrics.publish))]
         if settings.idle_unload > 0:
             tasks.append(asyncio.create_task(
@@ -181,6 +191,9 @@ def create_app(settings: Settings) -> FastAPI:
                 log.error("stopping with writes the registry could not take, which are lost "
                           "(%s): %s", lost, exc.message)
             await cache.close()
+            if siblings is None or siblings.is_leader():
+                with contextlib.suppress(Unreachable):
+                    await anyio.to_thread.run_sync(fleet.leave)
             registry.close()
             if siblings is not None:
                 siblings.close()
@@ -189,7 +202,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(v2_routes(router, registry, cache, lifecycle, readiness))
-    app.include_router(management_routes(catalog, lifecycle, cache, usage, health, whole, siblings))
+    app.include_router(management_routes(catalog, lifecycle, cache, usage, health, whole, fleet,
+                                         siblings))
+    app.include_router(replica_routes(fleet))
     app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions))
     app.include_router(governance_routes(governance, lifecycle, catalog, disks))
     app.include_router(keys_routes(keys))
@@ -263,6 +278,14 @@ async def _every(seconds: float, work: Callable[..., Awaitable[Any]], *args: Any
                       exc.message)
         except Exception:
             log.exception("periodic %s failed", getattr(work, "__name__", work))
+
+
+def _holdings(cache: ModelCache, siblings: workers.Siblings | None) -> list[Holding]:
+    """The versions this server holds, (model, version, bytes), over all its workers."""
+    if siblings is None:
+        return [(*e.key, e.size) for e in cache.loaded()]
+    return [(model, version, sum(h["bytes"] for h in held))
+            for (model, version), held in siblings.holders().items()]
 
 
 async def _keep_in_step(siblings: workers.Siblings, cache: ModelCache,

@@ -343,6 +343,11 @@ def test_memory_page_pictures_the_cache_and_its_loads(fleet: Fleet, page: Page) 
     expect(page.locator(bars).first).to_be_visible()
     assert sum(point_values(page, bars)) == loads > 0
     expect(page.locator('table.events tr[data-event="load"]')).to_have_count(len(latest_loads))
+    with fleet.client() as client:
+        (replica,) = client.get("/api/replicas").json()  # this server, holding what it loaded
+    row = page.locator(f'table.replicas tr[data-replica="{replica["id"]}"]')
+    expect(row).to_contain_text("(this one)")
+    expect(row).to_contain_text("iris v1")
 
 
 def test_findings_page_shows_evidence_and_the_cleanup_dry_run(fleet: Fleet, page: Page) -> None:

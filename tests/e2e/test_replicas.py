@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -69,3 +70,41 @@ def test_a_change_through_one_replica_is_served_by_the_other(postgres: PostgresS
         second.stop()
     assert statuses and set(statuses) == {200}  # no failed request while the replicas switched
     assert sum(v["requests"] for v in usage) >= len(statuses)  # the replicas' counts add up
+
+
+def test_replicas_know_each_other_and_a_killed_one_drops_out(postgres: PostgresServer,
+                                                             tmp_path: Path) -> None:
+    url, store = postgres.new_database(), str(tmp_path / "store")
+    first = ServerProcess(tmp_path / "a", "--db-url", url, "--store-url", store,
+                          "--memory-budget", "512MiB")
+    second = ServerProcess(tmp_path / "b", "--db-url", url, "--store-url", store)
+    try:
+        with httpx.Client(base_url=first.url, timeout=60) as admin:
+            push(admin, "shared", offset_model(tmp_path / "v1.onnx", 1.0))
+            assert served_offset(second.url, "1") == 1.0  # loaded on the second only
+
+            def fleet() -> dict[str, dict[str, object]]:
+                return {r["address"]: r for r in admin.get("/api/replicas").json()}
+
+            wanted = {f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"}
+            eventually(lambda: set(fleet()) == wanted and fleet()[
+                f"127.0.0.1:{second.port}"]["versions"] != [])
+            replicas = fleet()
+            mine, theirs = replicas[f"127.0.0.1:{first.port}"], replicas[f"127.0.0.1:{second.port}"]
+            assert mine["this"] and not theirs["this"]
+            assert mine["budget_bytes"] == 512 * 1024 * 1024 and mine["versions"] == []
+            assert [(v["model"], v["version"]) for v in theirs["versions"]] == [("shared", 1)]
+            assert theirs["used_bytes"] == theirs["versions"][0]["bytes"] > 0
+            holders = admin.get("/api/models/shared").json()["versions"][0]["replicas"]
+            assert [h["address"] for h in holders] == [f"127.0.0.1:{second.port}"]
+            listed = first.cli("replicas").stdout
+            assert f"127.0.0.1:{second.port}" in listed and "shared:1" in listed
+
+            second.stop(signal.SIGKILL)
+            gone_after = eventually(lambda: set(fleet()) == {f"127.0.0.1:{first.port}"},
+                                    timeout=20)
+            assert gone_after <= 15
+            assert admin.get("/api/models/shared").json()["versions"][0]["replicas"] == []
+    finally:
+        first.stop()
+        second.stop()

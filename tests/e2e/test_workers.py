@@ -114,7 +114,13 @@ def test_both_workers_serve_and_usage_and_metrics_count_every_request_once(
         fleet = client.get("/api/usage/recent").json()["models"]
         recent = client.get("/api/models/counted/usage/recent").json()["versions"][0]
         cache = client.get("/api/cache").json()
+        eventually(lambda: any(v["model"] == "counted" for v in client.get(
+            "/api/replicas").json()[0]["versions"]), what="the next heartbeat")
+        replicas = client.get("/api/replicas").json()
     assert pids == set(workers_of(server))  # both loaded it: both served it
+    assert len(replicas) == 1  # the workers are one replica, holding what they all hold
+    counted = next(v for v in replicas[0]["versions"] if v["model"] == "counted")
+    assert counted["bytes"] == sum(e["bytes"] for e in cache["loaded"] if e["model"] == "counted")
     assert usage["requests"] == 200
     # what the dashboard reads is the whole server's, whichever worker answers
     assert next(m for m in fleet if m["model"] == "counted")["hour"]["requests"] == 200

@@ -13,6 +13,7 @@ from model_manager.api.whole import WholeServer
 from model_manager.catalog import Catalog, parse_metadata
 from model_manager.clock import iso
 from model_manager.errors import InvalidInput
+from model_manager.fleet import Fleet
 from model_manager.health import HealthMonitor
 from model_manager.registry import VersionRecord, check_model_name
 from model_manager.runtimes import format_table
@@ -24,7 +25,7 @@ from model_manager.workers import Siblings
 
 def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: ModelCache,
                       usage: UsageRecorder, health: HealthMonitor, whole: WholeServer,
-                      siblings: Siblings | None = None) -> APIRouter:
+                      fleet: Fleet, siblings: Siblings | None = None) -> APIRouter:
     api = APIRouter(prefix="/api")
     registry = catalog.registry
 
@@ -60,7 +61,10 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
     async def get_model(name: str) -> dict[str, Any]:
         model = await anyio.to_thread.run_sync(registry.get_model, name)
         holders = siblings.holders() if siblings is not None else None
-        return {**model.to_json(), "versions": [with_state(v, holders) for v in model.versions]}
+        replicas = await anyio.to_thread.run_sync(fleet.holders)
+        return {**model.to_json(), "versions": [
+            {**with_state(v, holders), "replicas": replicas.get((v.model, v.number), [])}
+            for v in model.versions]}
 
     @api.post("/models/{name:path}/versions", status_code=201)
     async def upload_version(name: str, request: Request) -> dict[str, Any]:

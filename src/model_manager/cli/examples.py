@@ -18,6 +18,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "push": ("model-manager push iris.onnx --name iris",
              "model-manager push model.skops --name churn --alias staging --metadata @meta.json"),
     "ls": ("model-manager ls", "model-manager ls iris --json"),
+    "replicas": ("model-manager replicas", "model-manager --url http://lb:8080 replicas --json"),
     "show": ("model-manager show iris production", "model-manager show iris 3"),
     "rm": ("model-manager rm iris 1",),
     "pin": ("model-manager pin iris 2",),

@@ -235,6 +235,20 @@ def list_(ctx: click.Context, name: str | None, as_json: bool) -> None:
                              "STATE", "LOADED"], rows))
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def replicas(ctx: click.Context, as_json: bool) -> None:
+    """List the servers sharing the registry: what each holds of its memory budget."""
+    fleet = call(ctx, "request", "GET", "/api/replicas")
+    if as_json:
+        return echo_json(fleet)
+    rows = [[r["id"] + (" *" if r["this"] else ""), r["address"], r["started_at"][:19],
+             f"{human_size(r['used_bytes'])} / {human_size(r['budget_bytes'])}",
+             " ".join(f"{v['model']}:{v['version']}" for v in r["versions"])] for r in fleet]
+    click.echo(format_table(["REPLICA", "ADDRESS", "STARTED", "HOLDS", "VERSIONS"], rows))
+
+
 def _state(version: dict[str, Any]) -> str:
     state = "ARCHIVED" if version["archived"] else version["state"]
     return state + (",PINNED" if version["pinned"] else "")

@@ -2,7 +2,8 @@
 // versions by size (pinned, last used, serving now), and loads and evictions over the last hour.
 // Each part is drawn again only when what it shows changed, so a tooltip being read stays.
 //
-// Reads GET /api/cache: its per-minute counts for the chart, its latest events for the list.
+// Reads GET /api/cache: its per-minute counts for the chart, its latest events for the list; and
+// GET /api/replicas: every server sharing the registry, what each holds of its budget.
 
 import { api } from "./api.js";
 import { MINUTE, PALETTE, barChart } from "./chart.js";
@@ -19,10 +20,13 @@ export function mount(root) {
   const budget = el("section", { class: "panel" });
   const loaded = el("section", { class: "panel" });
   const history = el("section", { class: "panel" });
-  fill(root, el("h1", {}, "Memory"), budget, loaded, history);
+  const fleet = el("section", { class: "panel" });
+  fill(root, el("h1", {}, "Memory"), budget, loaded, history, fleet);
 
   async function refresh() {
-    const cache = await api("GET", "/api/cache");
+    const [cache, replicas] = await Promise.all([api("GET", "/api/cache"), api("GET", "/api/replicas")]);
+    const held = replicas.map((r) => [r.id, r.used_bytes, r.budget_bytes, r.versions.length]);
+    redraw(fleet, held, () => drawReplicas(fleet, replicas));
     const shares = cache.loaded.map((e) => [e.model, e.version, e.bytes, e.pinned]);
     redraw(budget, [cache.budget_bytes, cache.used_bytes, shares], () => drawBudget(budget, cache));
     const rows = cache.loaded.map((entry) => ({ ...entry, ago: ago(entry.last_used, cache.until) }));
@@ -91,6 +95,35 @@ function drawBudget(box, cache) {
             svg("rect", { width: 12, height: 12, fill: PALETTE[i % PALETTE.length] }),
           ),
           `${label(entry)} ${bytes(entry.bytes)}${entry.pinned ? " · pinned" : ""}`,
+        ),
+      ),
+    ),
+  );
+}
+
+// Every replica sharing the registry: its address, its share of its budget, the versions it holds.
+function drawReplicas(box, replicas) {
+  fill(
+    box,
+    el("h2", {}, "Replicas"),
+    table(
+      "replicas",
+      ["Replica", "Address", "Holds", "Of its budget", "Versions"],
+      replicas.map((r) =>
+        el(
+          "tr",
+          { dataset: { replica: r.id } },
+          el("td", {}, r.this ? `${r.id} (this one)` : r.id),
+          el("td", {}, r.address),
+          el("td", { class: "numeric" }, `${bytes(r.used_bytes)} of ${bytes(r.budget_bytes)}`),
+          el("td", { class: "numeric" }, percent(r.used_bytes / Math.max(r.budget_bytes, 1))),
+          el(
+            "td",
+            {},
+            r.versions.length
+              ? r.versions.map((v) => modelLink(v.model, `${v.model} v${v.version} `))
+              : "—",
+          ),
         ),
       ),
     ),

@@ -151,3 +151,15 @@ written_batches = Table(
 )
 """Ids of the telemetry batches already written, so that a batch sent again after a failed
 commit is written once (``Registry.write_once``)."""
+
+replicas = Table(
+    "replicas", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("address", String(255), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False, index=True),
+    Column("budget_bytes", BigInteger, nullable=False),
+    Column("used_bytes", BigInteger, nullable=False),
+    Column("versions", JSON, nullable=False),
+)
+"""The servers sharing this registry, each heartbeating its row (``fleet.Fleet``)."""
