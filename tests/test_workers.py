@@ -63,7 +63,7 @@ def sibling(run: Path, conn: multiprocessing.connection.Connection, held: int,
 def other(run: Path) -> Iterator[tuple[multiprocessing.Process, int, bool | None,
                                        multiprocessing.connection.Connection]]:
     ours, theirs = multiprocessing.Pipe()
-    process = multiprocessing.get_context("fork").Process(target=sibling,
+    process = multiprocessing.get_context("spawn").Process(target=sibling,
                                                           args=(run, theirs, 60 * MiB, True))
     process.start()
     theirs.close()
@@ -98,7 +98,7 @@ def test_news_arrive_once_and_a_worker_does_not_hear_itself(run: Path, join: Joi
                                                             other: tuple) -> None:
     listener = join()  # joined after the other worker's announcement: that one came before it
     listener.announce("pin", model="m", version=2)  # its own: not news to it
-    process = multiprocessing.get_context("fork").Process(target=announce_unpin, args=(run,))
+    process = multiprocessing.get_context("spawn").Process(target=announce_unpin, args=(run,))
     process.start()
     process.join()
     heard = listener.news()
