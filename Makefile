@@ -11,9 +11,9 @@ TF := .venv-tf
 TF_STAMP := $(TF)/.installed
 PORT ?= 8080
 
-.PHONY: install postgres chromium serve test lint bench crash fuzz clean
+.PHONY: install postgres chromium haproxy serve test lint bench crash fuzz clean
 
-install: $(STAMP) $(TOOLS_STAMP) $(TF_STAMP) postgres chromium
+install: $(STAMP) $(TOOLS_STAMP) $(TF_STAMP) postgres chromium haproxy
 
 # PostgreSQL 15's server binaries, for the tests that start a throwaway server.
 postgres:
@@ -24,6 +24,11 @@ postgres:
 chromium:
 	@test -x /usr/bin/chromium || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# Debian's HAProxy (2.6), for the fleet tests: replicas behind deploy/haproxy/haproxy.cfg.
+haproxy:
+	@command -v haproxy >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy)
 
 # Re-installs only when pyproject.toml changes; the package itself is installed editable.
 $(STAMP): pyproject.toml constraints/test.txt
@@ -82,5 +87,6 @@ bench: install
 	$(BIN)/python bench/shadow.py
 	$(BIN)/python bench/workers.py
 	$(BIN)/python bench/peers.py
+	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/peers.py --systems ours-sklearn,ours-sklearn-batched --models rf100 \
 		--concurrency 8,64 --bodies json
