@@ -91,8 +91,10 @@ class Served:
         data.mkdir(parents=True)
         self.log = open(data / "server.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [*(["taskset", "-c", "0"] if pin else []), str(CLI), "serve", "--port", str(self.port), "--data-dir", str(data / "var"),
-             *([] if workers == 1 else ["--workers", str(workers)]), "--log-level", "warning"],
+            [*(["taskset", "-c", "0"] if pin else []), str(CLI), "serve", "--port", str(self.port),
+             "--data-dir", str(data / "var"),
+             *([] if workers == 1 else ["--workers", str(workers)]),
+             "--log-level", "warning"],
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def __enter__(self) -> Served:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.fleet import CONFIG, Answer, LocalFleet, drive, haproxy_path, is_alive, zipf_trace
 from tests.onnx_models import offset_model, slow_model, weights_model
-from tests.support import push
+from tests.support import eventually, push
 
 MODELS = [f"table{i:02d}" for i in range(30)]
 MEGABYTES = 10
@@ -124,6 +124,12 @@ def test_a_killed_replica_hands_its_models_to_the_others(tmp_path: Path) -> None
         traffic.join()
         after = drive(fleet.url, names * 10, clients=6, body=rows)
         now = fleet.holders()
+        victim_address = victim.url.removeprefix("http://")
+        with httpx.Client(base_url=fleet.url, timeout=30) as admin:
+            eventually(lambda: victim_address not in {
+                r["address"] for r in admin.get("/api/replicas").json()}, timeout=15,
+                what="the killed replica gone from the replica list")
+            assert len(admin.get("/api/replicas").json()) == 2
 
     failed = [a for a in during if a.status != 200]
     assert len(during) > 100 and len(failed) <= 6, failed  # at most the requests in flight
