@@ -11,7 +11,7 @@ TF := .venv-tf
 TF_STAMP := $(TF)/.installed
 PORT ?= 8080
 
-.PHONY: install postgres chromium haproxy serve test lint bench crash fuzz clean
+.PHONY: install postgres chromium haproxy serve test lint bench crash fuzz proto clean
 
 install: $(STAMP) $(TOOLS_STAMP) $(TF_STAMP) postgres chromium haproxy
 
@@ -77,6 +77,11 @@ crash: install
 # The hostile-input tests with 20 times the suite's examples.
 fuzz: install
 	MODEL_MANAGER_FUZZ_EXAMPLES=3000 $(BIN)/pytest tests/e2e/test_fuzz.py
+
+# The gRPC messages and stubs, compiled from the .proto beside them (checked in; run after an edit).
+proto: install
+	cd src && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. \
+		--grpc_python_out=. model_manager/api/grpc/generated/inference.proto
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) $(TOOLS) $(TF) var .pytest_cache .mypy_cache .ruff_cache

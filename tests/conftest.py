@@ -4,6 +4,7 @@ subprocess on a free port."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from model_manager.demo import train_iris, write_onnx, write_skops
 from tests.postgres import PostgresServer, postgres_server
 from tests.s3 import S3Server, s3_server
 from tests.support import ServerProcess
+
+# Servers that tests start without a gRPC port of their own (`make serve`, the image's prefix)
+# would all take the default one.
+os.environ.setdefault("MODEL_MANAGER_GRPC_PORT", "0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -68,7 +68,7 @@ class LocalFleet:
             self.process = subprocess.Popen(["bash", str(SCRIPT), str(replicas), *serve_args],
                                             stdout=log, stderr=subprocess.STDOUT, env=env)
         self._wait_ready()
-        self.replicas = [Replica(name, url, int(pid)) for name, url, pid in
+        self.replicas = [Replica(name, url, int(pid)) for name, url, pid, _ in
                          (line.split() for line in (data / "replicas").read_text().splitlines())]
 
     def _wait_ready(self, timeout: float = 90) -> None:

@@ -33,15 +33,19 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``model-manager serve`` in a subprocess, on a free port, with its own data dir."""
+    """``model-manager serve`` in a subprocess, on free ports (HTTP and gRPC), with its own data
+    dir."""
 
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
                  wait_ready: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"server-{self.port}.log"
-        command = [CLI, "serve", "--port", str(self.port), "--data-dir", str(data_dir), *args]
+        command = [CLI, "serve", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
+                   "--data-dir", str(data_dir), *args]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, **(env or {})})

@@ -13,7 +13,8 @@
 # Environment:
 #   MM_FLEET_PORT     HAProxy's port (default 8080)
 #   MM_FLEET_DATA     registry, store, each replica's data dir, logs, the HAProxy config and
-#                     the `replicas` file ("name url pid" a line) (default ./var/fleet)
+#                     the `replicas` file ("name url pid grpc-address" a line) (default
+#                     ./var/fleet); HAProxy routes HTTP only, each replica's gRPC port is its own
 #   MM_BUDGET         each replica's --memory-budget, e.g. 1GiB (default: serve's)
 #   MM_FLEET_BALANCE  replaces the model backend's `balance` line, e.g. roundrobin to compare
 #   MODEL_MANAGER     the model-manager command (default: from PATH)
@@ -83,16 +84,17 @@ wait_ready() {
 servers=""
 for i in $(seq 1 "$replicas"); do
     port=$(free_port)
+    grpc_port=$(free_port)
     mkdir -p "$data/r$i"
-    "$model_manager" serve --host 127.0.0.1 --port "$port" --data-dir "$data/r$i" \
-        --db-url "sqlite:///$data/registry.db" --store-url "$data/store" \
+    "$model_manager" serve --host 127.0.0.1 --port "$port" --grpc-port "$grpc_port" \
+        --data-dir "$data/r$i" --db-url "sqlite:///$data/registry.db" --store-url "$data/store" \
         ${MM_BUDGET:+--memory-budget "$MM_BUDGET"} "$@" > "$data/r$i.log" 2>&1 &
     pids+=($!)
-    echo "r$i http://127.0.0.1:$port $!" >> "$data/replicas"
+    echo "r$i http://127.0.0.1:$port $! 127.0.0.1:$grpc_port" >> "$data/replicas"
     servers+="    server r$i 127.0.0.1:$port\n"
 done
 
-while read -r name url pid; do
+while read -r name url pid _; do
     wait_ready "$pid" "$url/v2/health/ready" || { tail -n 20 "$data/$name.log" >&2; exit 1; }
 done < "$data/replicas"
 

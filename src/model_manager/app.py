@@ -132,6 +132,10 @@ def create_app(settings: Settings) -> FastAPI:
     readiness = Readiness()
     keys = KeyRing(registry)
     fork_server = ForkServer()
+    limits = TensorLimits(settings.max_inputs, settings.max_tensor_elements,
+                          settings.max_bytes_element)
+    grpc_server = _grpc_server(settings, router, registry, cache, lifecycle, readiness, keys,
+                               limits, shared_port=siblings is not None)
 
     async def once(duty: Callable[[], Awaitable[Any]]) -> None:
         """Run a once-per-server duty: in the leading worker only, when there are several."""
@@ -156,6 +160,8 @@ def create_app(settings: Settings) -> FastAPI:
         with contextlib.suppress(Unreachable):
             await once(functools.partial(anyio.to_thread.run_sync, fleet.beat))
         await anyio.to_thread.run_sync(model_settings.refresh)
+        if grpc_server is not None:
+            await grpc_server.start()
         tasks = [asyncio.create_task(_start_up(lifecycle, settings, readiness)),
                  asyncio.create_task(_every(settings.usage_flush_interval, _flush, *flushed)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, model_settings.refresh)),
@@ -183,6 +189,8 @@ def create_app(settings: Settings) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if grpc_server is not None:
+                await grpc_server.stop(settings.shutdown_timeout)
             await shadows.close()
             try:
                 await _flush(*flushed)
@@ -215,11 +223,23 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)
     app.add_middleware(InferEndpoint, router=router,  # outermost: the hot path skips the rest
-                       max_request_size=settings.max_request_size,
-                       limits=TensorLimits(settings.max_inputs, settings.max_tensor_elements,
-                                           settings.max_bytes_element))
+                       max_request_size=settings.max_request_size, limits=limits)
     app.add_middleware(ApiKeyAuth, keys=keys)  # before anything else, the infer endpoint too
     return app
+
+
+def _grpc_server(settings: Settings, router: PredictionRouter, registry: Registry,
+                 cache: ModelCache, lifecycle: VersionLifecycle, readiness: Readiness,
+                 keys: KeyRing, limits: TensorLimits, shared_port: bool) -> Any:
+    """The gRPC endpoint (a ``GrpcServer``), or None with ``--grpc-port 0``: grpc is imported
+    only when it serves."""
+    if settings.grpc_port == 0:
+        return None
+    from model_manager.api.grpc import GrpcServer, InferenceService
+
+    service = InferenceService(router, registry, cache, lifecycle, readiness, keys, limits)
+    return GrpcServer(service, readiness, settings.host, settings.grpc_port,
+                      settings.max_request_size, shared_port)
 
 
 def _check_exposure(settings: Settings, keys: KeyRing) -> None:

@@ -85,6 +85,8 @@ class Settings:
     insecure: bool = False
     """Serve on a non-loopback address with no API key (anyone who can reach it may do anything)."""
     port: int = 8080
+    grpc_port: int = 8081
+    """Port of the gRPC Open Inference Protocol endpoint; 0 turns it off."""
     data_dir: Path = Path("./var")
     db_url: str | None = None
     """SQLAlchemy URL; default: a SQLite file ``registry.db`` in the data dir."""

@@ -2,7 +2,8 @@
 
 The management API is fuzzed from its own OpenAPI document (schemathesis); the v2 inference
 endpoint with hypothesis-made bodies: valid and corrupted JSON, binary tensor headers with lying
-lengths, huge and negative shapes, wrong datatypes and deep nesting. ``make test`` runs a bounded
+lengths, huge and negative shapes, wrong datatypes and deep nesting; gRPC's ModelInfer with
+random and corrupted messages. ``make test`` runs a bounded
 number of examples; ``make fuzz`` sets MODEL_MANAGER_FUZZ_EXAMPLES far higher.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import schemathesis
@@ -23,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from tritonclient.grpc import service_pb2 as triton_pb
 
 from tests.conftest import IrisFiles
 from tests.onnx_models import offset_model
@@ -221,6 +224,69 @@ def test_deeply_nested_json_is_refused(client: httpx.Client, depth: int) -> None
         answer = client.post("/v2/models/fuzz-onnx/infer", content=body)
         assert answer.status_code == 400, answer.text
         check(answer)
+
+
+# -- gRPC ModelInfer messages -------------------------------------------------------------------
+
+GRPC_HOSTILE = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION}
+"""What a hostile gRPC request may get: REST's HOSTILE, as status codes."""
+
+int64s = st.integers(-(2**63), 2**63 - 1)
+grpc_parameters = st.dictionaries(
+    st.text(max_size=8), st.one_of(st.booleans().map(lambda v: {"bool_param": v}),
+                                   int64s.map(lambda v: {"int64_param": v}),
+                                   st.text(max_size=10).map(lambda v: {"string_param": v}),
+                                   st.floats().map(lambda v: {"double_param": v})), max_size=3)
+contents = st.fixed_dictionaries({}, optional={
+    "bool_contents": st.lists(st.booleans(), max_size=12),
+    "int_contents": st.lists(st.integers(-(2**31), 2**31 - 1), max_size=12),
+    "int64_contents": st.lists(int64s, max_size=12),
+    "uint64_contents": st.lists(st.integers(0, 2**64 - 1), max_size=12),
+    "fp32_contents": st.lists(st.floats(width=32), max_size=12),
+    "fp64_contents": st.lists(st.floats(), max_size=12),
+    "bytes_contents": st.lists(st.binary(max_size=12), max_size=12)})
+grpc_tensors = st.fixed_dictionaries(
+    {"name": st.sampled_from(["x", "input", ""]) | st.text(max_size=8),
+     "datatype": datatypes, "shape": st.lists(st.integers(-3, 8) | int64s, max_size=5)},
+    optional={"parameters": grpc_parameters, "contents": contents})
+grpc_requests = st.fixed_dictionaries(
+    {"model_name": st.sampled_from(["fuzz-onnx", "fuzz-sklearn", "nope", ""]),
+     "model_version": st.sampled_from(["", "1", "7", "production", "-1"]),
+     "inputs": st.lists(grpc_tensors, max_size=4)},
+    optional={"id": st.text(max_size=8), "parameters": grpc_parameters,
+              "raw_input_contents": st.lists(st.binary(max_size=64), max_size=4),
+              "outputs": st.lists(st.fixed_dictionaries({"name": st.text(max_size=5)}, optional={
+                  "parameters": grpc_parameters}), max_size=3)})
+valid_grpc = st.integers(1, 8).flatmap(lambda rows: valid_rows(rows * 4).map(lambda data: {
+    "model_name": "fuzz-onnx", "inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4],
+                                           "contents": {"fp32_contents": data}}]}))
+
+
+@pytest.fixture(scope="module")
+def grpc_infer(target: Target) -> Iterator[Any]:
+    """ModelInfer on a plain channel, taking and giving bytes, with the admin key."""
+    with grpc.insecure_channel(target.server.grpc_address) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        metadata = (("authorization", target.headers["Authorization"]),)
+        yield lambda body: call(body, metadata=metadata, timeout=10)
+
+
+@FUZZ
+@given(message=grpc_requests | valid_grpc, data=st.data())
+def test_grpc_infer_messages_get_an_answer_or_a_clear_status(grpc_infer: Any,
+                                                             message: dict[str, Any],
+                                                             data: st.DataObject) -> None:
+    raw = triton_pb.ModelInferRequest(**message).SerializeToString()
+    if data.draw(st.booleans()):
+        raw = corrupt(raw, data)
+    try:
+        answer = triton_pb.ModelInferResponse.FromString(grpc_infer(raw))
+    except grpc.RpcError as failure:
+        assert failure.code() in GRPC_HOSTILE, (failure.code(), failure.details())
+        assert failure.details()
+    else:
+        assert answer.outputs
 
 
 def test_after_the_fuzzing_the_server_serves_with_bounded_memory(target: Target,

@@ -15,8 +15,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from tritonclient.grpc import service_pb2 as triton_pb
+from tritonclient.grpc import service_pb2_grpc
 
 from tests.e2e.test_model_cache import lookup
 from tests.onnx_models import offset_model, weights_model
@@ -97,6 +100,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     eventually(lambda: len(workers_of(server)) == 2, what="two workers")
     yield server
     server.stop()
+
+
+def test_both_workers_serve_grpc_on_one_port_and_count_it_once(server: ServerProcess,
+                                                               models: Path) -> None:
+    request = triton_pb.ModelInferRequest(model_name="grpc-counted")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend(
+        [0.0] * 4)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert push(client, "grpc-counted", models / "v1.onnx").status_code == 201
+        for _ in range(60):  # a new connection each: the kernel spreads them over the workers
+            with grpc.insecure_channel(server.grpc_address) as channel:
+                answer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+            assert list(answer.outputs[0].contents.fp32_contents) == [1.0] * 4
+        holders = client.get("/api/models/grpc-counted").json()["versions"][0]["workers"]
+        usage = client.get("/api/models/grpc-counted/usage").json()["versions"][0]
+    assert {h["pid"] for h in holders} == set(workers_of(server))
+    assert usage["requests"] == 60
 
 
 def test_both_workers_serve_and_usage_and_metrics_count_every_request_once(

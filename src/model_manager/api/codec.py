@@ -126,10 +126,7 @@ def _decode_input(item: Any, reader: _BinaryReader, limits: TensorLimits) -> Inf
         raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}, "
                            f"expected one of {', '.join(DATATYPES)}")
     shape = _shape(name, item.get("shape"))
-    if math.prod(shape) > limits.max_elements:
-        raise TooLarge(f"input {name!r}: shape {list(shape)[:8]} holds {math.prod(shape)} "
-                       f"elements; the server takes at most {limits.max_elements} per input "
-                       f"(--max-tensor-elements)")
+    check_element_count(name, shape, limits)
     parameters = _object(item.get("parameters"), f"input {name!r} parameters")
     if "binary_data_size" in parameters:
         data = reader.read(name, datatype, shape, parameters["binary_data_size"])
@@ -138,6 +135,13 @@ def _decode_input(item: Any, reader: _BinaryReader, limits: TensorLimits) -> Inf
     else:
         raise InvalidInput(f"input {name!r} has neither 'data' nor binary_data_size")
     return InferInput(name, datatype, data)
+
+
+def check_element_count(name: str, shape: tuple[int, ...], limits: TensorLimits) -> None:
+    if math.prod(shape) > limits.max_elements:
+        raise TooLarge(f"input {name!r}: shape {list(shape)[:8]} holds {math.prod(shape)} "
+                       f"elements; the server takes at most {limits.max_elements} per input "
+                       f"(--max-tensor-elements)")
 
 
 def _shape(name: str, shape: Any) -> tuple[int, ...]:
@@ -203,11 +207,11 @@ def _to_bytes(name: str, value: Any, limits: TensorLimits) -> bytes:
     if not isinstance(value, str):
         raise InvalidInput(f"input {name!r}: BYTES data must be strings, got {type(value).__name__}")
     encoded = value.encode("utf-8")
-    _check_element(name, len(encoded), limits)
+    check_bytes_element(name, len(encoded), limits)
     return encoded
 
 
-def _check_element(name: str, length: int, limits: TensorLimits) -> None:
+def check_bytes_element(name: str, length: int, limits: TensorLimits) -> None:
     if length > limits.max_bytes_element:
         raise TooLarge(f"input {name!r}: a BYTES element of {human_size(length)}; the server "
                        f"takes at most {human_size(limits.max_bytes_element)} "
@@ -232,20 +236,28 @@ class _BinaryReader:
                                f"left)")
         chunk = self._data[self._offset:end]
         self._offset = end
-        count = math.prod(shape)
-        if datatype == "BYTES":
-            return _bytes_elements(name, chunk, count, self._limits).reshape(shape)
-        expected = count * DATATYPES[datatype].itemsize
-        if size != expected:
-            raise InvalidInput(f"input {name!r}: shape {list(shape)} of {datatype} needs "
-                               f"{human_size(expected)}, binary_data_size says "
-                               f"{_difference(size - expected)}")
-        return np.frombuffer(chunk, dtype=DATATYPES[datatype].newbyteorder("<")).reshape(shape)
+        return tensor_from_raw(name, datatype, shape, chunk, self._limits, "binary_data_size")
 
     def check_consumed(self) -> None:
         if self._offset != len(self._data):
             raise InvalidInput(f"{human_size(len(self._data) - self._offset)} after the JSON "
                                "header belong to no input")
+
+
+def tensor_from_raw(name: str, datatype: str, shape: tuple[int, ...], chunk: memoryview | bytes,
+                    limits: TensorLimits, declared: str = "its raw contents") -> Array:
+    """One input tensor from its raw bytes (the binary extension's, or gRPC's
+    ``raw_input_contents``): fixed-size types little-endian row-major, BYTES length-prefixed.
+    ``declared`` names what gave the size, for the error message."""
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return _bytes_elements(name, memoryview(chunk), count, limits).reshape(shape)
+    expected = count * DATATYPES[datatype].itemsize
+    if len(chunk) != expected:
+        raise InvalidInput(f"input {name!r}: shape {list(shape)} of {datatype} needs "
+                           f"{human_size(expected)}, {declared} says "
+                           f"{_difference(len(chunk) - expected)}")
+    return np.frombuffer(chunk, dtype=DATATYPES[datatype].newbyteorder("<")).reshape(shape)
 
 
 def _bytes_elements(name: str, chunk: memoryview, count: int, limits: TensorLimits) -> Array:
@@ -255,7 +267,7 @@ def _bytes_elements(name: str, chunk: memoryview, count: int, limits: TensorLimi
         if offset + 4 > len(chunk):
             raise InvalidInput(f"input {name!r}: BYTES data ends before element {i}")
         (length,) = struct.unpack_from("<I", chunk, offset)
-        _check_element(name, length, limits)
+        check_bytes_element(name, length, limits)
         offset += 4
         if offset + length > len(chunk):
             raise InvalidInput(f"input {name!r}: BYTES element {i} runs past its data")
@@ -303,7 +315,7 @@ def _encode_output(output: InferOutput, binary: bool, chunks: list[bytes]) -> di
     doc: dict[str, Any] = {"name": output.name, "datatype": output.datatype,
                            "shape": list(output.data.shape)}
     if binary:
-        data = _to_binary(output)
+        data = tensor_to_raw(output)
         chunks.append(data)
         doc["parameters"] = {"binary_data_size": len(data)}
     elif output.datatype == "BYTES":
@@ -313,7 +325,9 @@ def _encode_output(output: InferOutput, binary: bool, chunks: list[bytes]) -> di
     return doc
 
 
-def _to_binary(output: InferOutput) -> bytes:
+def tensor_to_raw(output: InferOutput) -> bytes:
+    """An output tensor's raw bytes, as the binary extension and gRPC's ``raw_output_contents``
+    carry them: fixed-size types little-endian row-major, BYTES length-prefixed."""
     if output.datatype != "BYTES":
         return np.ascontiguousarray(output.data, dtype=output.data.dtype.newbyteorder("<")).tobytes()
     parts = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
@@ -23,9 +24,13 @@ class Readiness:
     def __init__(self) -> None:
         self.is_ready = False
         self.reason = "starting"
+        self.listeners: list[Callable[[bool], None]] = []
+        """Told each change (the gRPC health service)."""
 
     def set(self, is_ready: bool, reason: str = "") -> None:
         self.is_ready, self.reason = is_ready, reason
+        for listener in self.listeners:
+            listener(is_ready)
 
 
 def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache,
@@ -54,7 +59,7 @@ def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache,
         resolved = await router.resolve(name, version)
         model = await router.model(name)
         served = [str(v.number) for v in model.versions if not v.archived]
-        return _metadata(resolved, served)
+        return metadata_of(resolved, served)
 
     @api.get("/models/{name}/ready")
     @api.get("/models/{name}/versions/{version}/ready")
@@ -98,7 +103,7 @@ def v2_routes(router: PredictionRouter, registry: Registry, cache: ModelCache,
     return api
 
 
-def _metadata(version: VersionRecord, served: list[str]) -> dict[str, Any]:
+def metadata_of(version: VersionRecord, served: list[str]) -> dict[str, Any]:
     fmt = FORMATS.get(version.format)
     platform = fmt.platform if fmt is not None else version.format
     signature = version.signature.to_json()

@@ -40,6 +40,8 @@ def main() -> None:
 @cli.command()
 @click.option("--host", help="Address to bind. [default: 127.0.0.1]")
 @click.option("--port", type=int, help="Port to listen on. [default: 8080]")
+@click.option("--grpc-port", type=int,
+              help="Port of the gRPC inference endpoint; 0 turns it off. [default: 8081]")
 @click.option("--insecure/--no-insecure", default=None,
               help="Allow a non-loopback --host while no API key exists. [default: off]")
 @click.option("--data-dir", type=click.Path(path_type=Path),
@@ -338,13 +340,23 @@ def alias_rm(ctx: click.Context, name: str, alias_name: str) -> None:
               help="The input's data as JSON (a nested list), or @file.json.")
 @click.option("--input-name", help="Which input to fill. [default: the model's first]")
 @click.option("--version", help="A version number or alias. [default: the model's route]")
+@click.option("--grpc", "grpc_address", is_flag=False, flag_value="", default=None,
+              metavar="[HOST:PORT]", help="Call the gRPC endpoint instead of REST. [default "
+              "address: the --url host, port 8081]")
 @click.pass_context
 def predict(ctx: click.Context, name: str, input_: str, input_name: str | None,
-            version: str | None) -> None:
+            version: str | None, grpc_address: str | None) -> None:
     """Predict with model NAME; prints the outputs as JSON."""
     import numpy as np
 
     data = json_arg(input_, "--input")
+    if grpc_address is not None:
+        from model_manager.cli import grpc_call
+
+        target: Target = ctx.obj
+        echo_json(grpc_call.predict(grpc_call.address_for(target.url, grpc_address),
+                                    target.api_key, name, version, input_name, data))
+        return
     metadata = call(ctx, "model_metadata", name, version)
     specs = {spec["name"]: spec for spec in metadata["inputs"]}
     spec = specs.get(input_name) if input_name else metadata["inputs"][0]
