@@ -253,6 +253,10 @@ def bad_requests() -> list[Any]:
     classification = raw("iris", "FP32", [1, 4], bytes(16))
     classification.outputs.add(name="label").parameters["classification"].int64_param = 2
     no_inputs = pb.ModelInferRequest(model_name="iris")
+    short = typed_request("iris", "input", "FP32", np.zeros((1, 4)))
+    del short.inputs[0].contents.fp32_contents[-1]
+    unknown_output = typed_request("iris", "input", "FP32", np.zeros((1, 4)))
+    unknown_output.outputs.add(name="nope")
     c = grpc.StatusCode
     return [
         pytest.param(raw("no-such-model", "FP32", [1, 4], bytes(16)), c.NOT_FOUND, "not registered",
@@ -278,6 +282,16 @@ def bad_requests() -> list[Any]:
         pytest.param(no_inputs, c.INVALID_ARGUMENT, "non-empty 'inputs'", id="no-inputs"),
         pytest.param(typed_request("iris", "input", "FP32", np.zeros((1, 4)), model_version="9"),
                      c.NOT_FOUND, "9", id="unknown-version"),
+        pytest.param(typed_request("iris", "input", "FP32", np.zeros((1, 4)),
+                                   model_version="canary"),
+                     c.NOT_FOUND, "no version or alias 'canary'", id="unknown-alias"),
+        pytest.param(short, c.INVALID_ARGUMENT, "contents.fp32_contents has 3", id="typed-short"),
+        pytest.param(typed_request("iris", "x", "FP32", np.zeros((1, 4))), c.INVALID_ARGUMENT,
+                     "missing ['input']", id="wrong-input-name"),
+        pytest.param(typed_request("iris", "input", "FP32", np.zeros((1, 2, 2))),
+                     c.INVALID_ARGUMENT, "must have shape [-1, 4]", id="wrong-rank"),
+        pytest.param(unknown_output, c.INVALID_ARGUMENT, "no output ['nope']",
+                     id="unknown-output"),
         pytest.param(typed_request("echo-int8", "x", "INT8", np.array([[300, 0, 1]])),
                      c.INVALID_ARGUMENT, "out of range", id="int8-out-of-range"),
         pytest.param(raw("iris", "FP32", [1, 4], bytes(5 * 2**20)), c.RESOURCE_EXHAUSTED, "",
