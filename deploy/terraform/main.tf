@@ -11,8 +11,10 @@ data "aws_ssm_parameter" "ami" {
 }
 
 locals {
-  # The image serves on 8080 (deploy/docker/Dockerfile); the host publishes the same port.
+  # The image serves HTTP on 8080 and gRPC on 8081 (deploy/docker/Dockerfile); the host publishes
+  # the same ports, gRPC only with expose_grpc.
   app_port   = 8080
+  grpc_port  = 8081
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
   ami_id     = var.ami_id != null ? var.ami_id : data.aws_ssm_parameter.ami[0].insecure_value
@@ -46,6 +48,7 @@ locals {
     image                 = var.image
     container_user        = var.container_user
     app_port              = local.app_port
+    grpc_port             = var.expose_grpc ? local.grpc_port : 0
     data_dir              = local.data_dir
     data_device           = local.data_device
     log_group             = aws_cloudwatch_log_group.app.name
@@ -174,7 +177,7 @@ resource "aws_volume_attachment" "data" {
 # --- Instance -----------------------------------------------------------------------------------
 
 resource "aws_instance" "this" {
-  #checkov:skip=CKV_AWS_88:A public address is how the instance reaches its image registry and the AWS APIs without a NAT gateway (about $33 a month) and, without enable_waf, how clients reach it; its security group admits only allowed_cidrs on the app port (with enable_waf: only the ALB) and SSH only from ssh_cidrs.
+  #checkov:skip=CKV_AWS_88:A public address is how the instance reaches its image registry and the AWS APIs without a NAT gateway (about $33 a month) and, without enable_waf, how clients reach it; its security group admits only allowed_cidrs on the app port and, with expose_grpc, the gRPC port (with enable_waf: only the ALB) and SSH only from ssh_cidrs.
   ami                         = local.ami_id
   instance_type               = var.instance_type
   subnet_id                   = aws_subnet.public[0].id

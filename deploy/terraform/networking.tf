@@ -1,6 +1,6 @@
 # A small VPC of its own: two public subnets (an ALB needs two availability zones; the instance
 # uses the first), no NAT gateway, flow logs to CloudWatch, and security groups that open only
-# the app port to the allowed CIDRs.
+# the app port (and, with expose_grpc, the gRPC port) to the allowed CIDRs.
 
 data "aws_availability_zones" "available" {
   #checkov:skip=CKV_AWS_394:Only the first two zones by name are used, and a zone AWS adds later sorts after them, so the zones in use never change; availability_zones pins them explicitly.
@@ -16,6 +16,12 @@ data "aws_availability_zones" "available" {
 
 locals {
   azs = length(var.availability_zones) == 2 ? var.availability_zones : slice(data.aws_availability_zones.available.names, 0, 2)
+
+  # The instance's ports that clients (or the ALB) reach, with the rule's description.
+  service_ports = merge(
+    { (local.app_port) = "model-manager API" },
+    var.expose_grpc ? { (local.grpc_port) = "model-manager gRPC inference" } : {},
+  )
 }
 
 resource "aws_vpc" "this" {
@@ -83,26 +89,26 @@ resource "aws_security_group" "instance" {
   description = "model-manager instance: the app port from allowed CIDRs (from the ALB with enable_waf), SSH only from ssh_cidrs"
   vpc_id      = aws_vpc.this.id
 
-  # Without the WAF, clients come straight to the app port.
+  # Without the WAF, clients come straight to the app port (and the gRPC port with expose_grpc).
   dynamic "ingress" {
-    for_each = var.enable_waf ? [] : [var.allowed_cidrs]
+    for_each = var.enable_waf ? {} : local.service_ports
     content {
-      description = "model-manager API from the allowed CIDRs"
+      description = "${ingress.value} from the allowed CIDRs"
       protocol    = "tcp"
-      from_port   = local.app_port
-      to_port     = local.app_port
-      cidr_blocks = ingress.value
+      from_port   = ingress.key
+      to_port     = ingress.key
+      cidr_blocks = var.allowed_cidrs
     }
   }
 
   # With the WAF, only the ALB may reach the app, so the web ACL cannot be bypassed.
   dynamic "ingress" {
-    for_each = var.enable_waf ? [1] : []
+    for_each = var.enable_waf ? local.service_ports : {}
     content {
-      description     = "model-manager API from the ALB"
+      description     = "${ingress.value} from the ALB"
       protocol        = "tcp"
-      from_port       = local.app_port
-      to_port         = local.app_port
+      from_port       = ingress.key
+      to_port         = ingress.key
       security_groups = [aws_security_group.alb[0].id]
     }
   }
@@ -131,6 +137,14 @@ resource "aws_security_group" "instance" {
 
   tags = {
     Name = "${var.name}-instance"
+  }
+
+  lifecycle {
+    # The ALB passes gRPC on only over HTTPS; a port straight to the instance would bypass the web ACL.
+    precondition {
+      condition     = !(var.expose_grpc && var.enable_waf && var.certificate_arn == null)
+      error_message = "expose_grpc with enable_waf needs certificate_arn: the ALB forwards gRPC over HTTPS only."
+    }
   }
 }
 

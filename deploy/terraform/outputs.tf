@@ -22,6 +22,15 @@ output "service_url" {
   )
 }
 
+output "grpc_address" {
+  description = "host:port of the gRPC inference endpoint: the ALB's (TLS) with enable_waf, else the instance's plain-text port; null without expose_grpc."
+  value = (
+    !var.expose_grpc ? null
+    : var.enable_waf ? "${aws_lb.this[0].dns_name}:${local.grpc_port}"
+    : "${aws_instance.this.public_dns}:${local.grpc_port}"
+  )
+}
+
 output "alb_dns_name" {
   description = "DNS name of the ALB (point a CNAME or alias record at it); null without enable_waf."
   value       = var.enable_waf ? aws_lb.this[0].dns_name : null

@@ -120,13 +120,19 @@ variable "data_volume_size" {
 # --- Access -------------------------------------------------------------------------------------
 
 variable "allowed_cidrs" {
-  description = "IPv4 CIDR blocks allowed to reach the service (the app port, or the ALB when enable_waf). No default on purpose: the API has no authentication yet, so choose who can reach it."
+  description = "IPv4 CIDR blocks allowed to reach the service (the app port and, with expose_grpc, the gRPC port; or the ALB when enable_waf). No default on purpose: the API has no authentication yet, so choose who can reach it."
   type        = list(string)
 
   validation {
     condition     = length(var.allowed_cidrs) > 0 && alltrue([for c in var.allowed_cidrs : can(cidrhost(c, 0)) && !strcontains(c, ":")])
     error_message = "allowed_cidrs must list at least one IPv4 CIDR block, e.g. [\"203.0.113.0/24\"]."
   }
+}
+
+variable "expose_grpc" {
+  description = "Open the server's gRPC inference endpoint (port 8081) to allowed_cidrs: straight to the instance, or with enable_waf through the ALB (an HTTPS listener on 8081, which needs certificate_arn) so the web ACL still applies. Off by default: HTTP only."
+  type        = bool
+  default     = false
 }
 
 variable "ssh_cidrs" {
@@ -225,13 +231,15 @@ variable "extra_environment" {
     error_message = "extra_environment keys must be MODEL_MANAGER_* names and values single lines."
   }
 
-  # The container's address, port and data dir are fixed by the image and the host's mounts; the
-  # API key comes from api_key_ssm_parameter, never from plain text.
+  # The container's address, ports and data dir are fixed by the image and the host's mounts (the
+  # published ports and the security groups assume them); the API key comes from
+  # api_key_ssm_parameter, never from plain text.
   validation {
     condition = length(setintersection(keys(var.extra_environment), [
-      "MODEL_MANAGER_HOST", "MODEL_MANAGER_PORT", "MODEL_MANAGER_DATA_DIR", "MODEL_MANAGER_API_KEY",
+      "MODEL_MANAGER_HOST", "MODEL_MANAGER_PORT", "MODEL_MANAGER_GRPC_PORT", "MODEL_MANAGER_DATA_DIR",
+      "MODEL_MANAGER_API_KEY",
     ])) == 0
-    error_message = "extra_environment may not set MODEL_MANAGER_HOST, _PORT, _DATA_DIR or _API_KEY (use api_key_ssm_parameter)."
+    error_message = "extra_environment may not set MODEL_MANAGER_HOST, _PORT, _GRPC_PORT, _DATA_DIR or _API_KEY (use api_key_ssm_parameter)."
   }
 }
 
@@ -268,7 +276,7 @@ variable "artifact_bucket_force_destroy" {
 # --- WAF ----------------------------------------------------------------------------------------
 
 variable "enable_waf" {
-  description = "Put an Application Load Balancer with an AWS WAF web ACL in front of the instance; the instance then accepts the app port only from the ALB."
+  description = "Put an Application Load Balancer with an AWS WAF web ACL in front of the instance; the instance then accepts its ports only from the ALB."
   type        = bool
   default     = false
 }

@@ -5,6 +5,8 @@
 locals {
   waf   = var.enable_waf ? 1 : 0
   https = var.enable_waf && var.certificate_arn != null
+  # gRPC through the ALB: an HTTPS listener on the gRPC port and a gRPC target group.
+  alb_grpc = local.https && var.expose_grpc ? 1 : 0
 }
 
 resource "aws_security_group" "alb" {
@@ -32,6 +34,17 @@ resource "aws_security_group" "alb" {
     }
   }
 
+  dynamic "ingress" {
+    for_each = local.alb_grpc == 1 ? [1] : []
+    content {
+      description = "gRPC over HTTPS from the allowed CIDRs"
+      protocol    = "tcp"
+      from_port   = local.grpc_port
+      to_port     = local.grpc_port
+      cidr_blocks = var.allowed_cidrs
+    }
+  }
+
   # The VPC's range rather than the instance's group: a reference both ways would be a cycle.
   egress {
     description = "The app port of targets in the VPC"
@@ -39,6 +52,17 @@ resource "aws_security_group" "alb" {
     from_port   = local.app_port
     to_port     = local.app_port
     cidr_blocks = [var.vpc_cidr]
+  }
+
+  dynamic "egress" {
+    for_each = local.alb_grpc == 1 ? [1] : []
+    content {
+      description = "The gRPC port of targets in the VPC"
+      protocol    = "tcp"
+      from_port   = local.grpc_port
+      to_port     = local.grpc_port
+      cidr_blocks = [var.vpc_cidr]
+    }
   }
 
   tags = {
@@ -131,6 +155,59 @@ resource "aws_lb_listener" "https" {
   default_action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.app[0].arn
+  }
+}
+
+# --- gRPC (expose_grpc with a certificate) ------------------------------------------------------
+
+# An ALB forwards gRPC only from an HTTPS listener to a target group of protocol version GRPC; the
+# web ACL applies to it as to HTTP, except its body rules, which AWS WAF skips for gRPC.
+resource "aws_lb_target_group" "grpc" {
+  #checkov:skip=CKV_AWS_378:TLS ends at the ALB; the hop to the instance stays inside the VPC and the server speaks plain-text gRPC (HTTP/2).
+  count                = local.alb_grpc
+  name                 = "${var.name}-grpc"
+  port                 = local.grpc_port
+  protocol             = "HTTP"
+  protocol_version     = "GRPC"
+  vpc_id               = aws_vpc.this.id
+  target_type          = "instance"
+  deregistration_delay = 30
+
+  # The standard gRPC health service: the server answers SERVING once ready.
+  health_check {
+    path                = "/grpc.health.v1.Health/Check"
+    port                = "traffic-port"
+    protocol            = "HTTP"
+    matcher             = "0"
+    interval            = 15
+    timeout             = 5
+    healthy_threshold   = 2
+    unhealthy_threshold = 3
+  }
+
+  tags = {
+    Name = "${var.name}-grpc"
+  }
+}
+
+resource "aws_lb_target_group_attachment" "grpc" {
+  count            = local.alb_grpc
+  target_group_arn = aws_lb_target_group.grpc[0].arn
+  target_id        = aws_instance.this.id
+  port             = local.grpc_port
+}
+
+resource "aws_lb_listener" "grpc" {
+  count             = local.alb_grpc
+  load_balancer_arn = aws_lb.this[0].arn
+  port              = local.grpc_port
+  protocol          = "HTTPS"
+  ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+  certificate_arn   = var.certificate_arn
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.grpc[0].arn
   }
 }
 

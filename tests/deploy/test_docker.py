@@ -9,9 +9,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
 
 from tests.conftest import IrisFiles
 from tests.support import free_port, push
@@ -34,7 +39,8 @@ def test_dockerfile_text_declares_a_non_root_user_a_volume_and_a_curl_free_healt
     text = DOCKERFILE.read_text()
     assert "USER 10001:10001" in text
     assert "--uid 10001" in text
-    assert 'VOLUME ["/data"]' in text and "EXPOSE 8080" in text
+    assert 'VOLUME ["/data"]' in text and "EXPOSE 8080 8081" in text
+    assert "MODEL_MANAGER_PORT=8080" in text and "MODEL_MANAGER_GRPC_PORT=8081" in text
     assert "/v2/health/live" in text and "curl" not in text.split("HEALTHCHECK")[1]
 
 
@@ -74,14 +80,19 @@ def test_prefix_is_stripped_and_far_below_the_seed_image(prefix: Path) -> None:
     assert size_mb(prefix) + 130 < SEED_IMAGE_MB * 0.6
 
 
+class PrefixServer(NamedTuple):
+    url: str
+    grpc_address: str
+
+
 @pytest.fixture
-def prefix_server(prefix: Path, tmp_path: Path) -> Iterator[str]:
+def prefix_server(prefix: Path, tmp_path: Path) -> Iterator[PrefixServer]:
     """``model-manager serve`` from the prefix alone: stdlib plus the prefix, no site-packages."""
     site = next(prefix.glob("lib/python3*/site-packages"))
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "PYTHONUNBUFFERED": "1",
            "PYTHONDONTWRITEBYTECODE": "1", "MODEL_MANAGER_DATA_DIR": str(tmp_path / "data"),
-           "MODEL_MANAGER_PORT": str(port)}
+           "MODEL_MANAGER_PORT": str(port), "MODEL_MANAGER_GRPC_PORT": str(grpc_port)}
     base_python = Path(sys.base_prefix) / "bin" / "python3"
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 (closed below)
     process = subprocess.Popen([str(base_python), "-S", str(prefix / "bin" / "model-manager"),
@@ -89,7 +100,7 @@ def prefix_server(prefix: Path, tmp_path: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, tmp_path / "server.log")
-        yield url
+        yield PrefixServer(url, f"127.0.0.1:{grpc_port}")
     finally:
         process.terminate()
         process.wait(20)
@@ -108,10 +119,23 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError(f"not ready:\n{log.read_text()}")
 
 
-def test_server_runs_from_the_prefix_alone(prefix_server: str, iris: IrisFiles) -> None:
-    with httpx.Client(base_url=prefix_server, timeout=30) as client:
+def test_server_runs_from_the_prefix_alone(prefix_server: PrefixServer, iris: IrisFiles) -> None:
+    with httpx.Client(base_url=prefix_server.url, timeout=30) as client:
         assert push(client, "iris", iris.onnx).status_code == 201
         body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
                             "data": [5.1, 3.5, 1.4, 0.2]}]}
         answer = client.post("/v2/models/iris/infer", json=body).json()
     assert answer["outputs"][0]["data"] == [0]
+
+
+def test_prefix_serves_grpc_health_and_inference(prefix_server: PrefixServer) -> None:
+    # The image's second port: grpcio and the generated messages work from the prefix alone.
+    with grpc.insecure_channel(prefix_server.grpc_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "inference.GRPCInferenceService"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+        metadata = stub.ServerMetadata(pb.ServerMetadataRequest(), timeout=10)
+    assert metadata.name == "ml-model-manager"

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+import grpc
 import httpx
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from model_manager.cli.main import serve
 from model_manager.settings import parse_duration, parse_size
@@ -200,7 +202,7 @@ def test_haproxy_finds_every_replica_through_the_headless_service() -> None:
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is False
     deployment = find("Deployment", "model-manager")
     assert headless["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    [port] = headless["spec"]["ports"]
+    [port] = [p for p in headless["spec"]["ports"] if p["name"] == "http"]
     target = f"model-manager-replicas.{NAMESPACE}.svc.cluster.local:{port['port']}"
     max_replicas = find("HorizontalPodAutoscaler", "model-manager")["spec"]["maxReplicas"]
     for backend in ("backend replicas", "backend any_replica"):
@@ -265,8 +267,29 @@ def test_probes_point_at_the_servers_health_paths() -> None:
     assert main["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert main["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert main["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert main["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert main["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                             {"name": "grpc", "containerPort": 8081, "protocol": "TCP"}]
     # The end-to-end test below calls these paths on a server started with the manifests' settings.
+
+
+def test_grpc_port_is_named_set_and_reached_through_the_headless_service() -> None:
+    main = container(find("Deployment", "model-manager"))
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    assert env["MODEL_MANAGER_PORT"] == "8080" and env["MODEL_MANAGER_GRPC_PORT"] == "8081"
+    ports = {p["name"]: p for p in find("Service", "model-manager-replicas")["spec"]["ports"]}
+    assert ports["grpc"]["port"] == 8081 and ports["grpc"]["targetPort"] == "grpc"
+    assert ports["grpc"]["protocol"] == "TCP" and ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+    # HAProxy routes HTTP by path, never gRPC: it only ever targets the HTTP port.
+    assert "8081" not in find("ConfigMap", "haproxy")["data"]["haproxy.cfg"]
+
+
+def test_network_policy_admits_http_from_haproxy_only_and_grpc_from_the_cluster() -> None:
+    policy = find("NetworkPolicy", "model-manager")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "model-manager"}
+    rules = {rule["ports"][0]["port"]: rule for rule in policy["spec"]["ingress"]}
+    assert set(rules) == {8080, 8081} and all(len(r["ports"]) == 1 for r in rules.values())
+    assert rules[8080]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "haproxy"}}}]
+    assert "from" not in rules[8081]  # gRPC clients call the replicas themselves
 
 
 def test_grace_period_covers_the_prestop_sleep_and_the_drain() -> None:
@@ -379,4 +402,8 @@ def test_a_replica_starts_on_0_0_0_0_with_the_first_key_and_answers_its_probes(
             assert client.get(main[probe]["httpGet"]["path"]).status_code == 200, probe
         assert client.get("/api/models").status_code == 401
         assert client.get("/api/models", headers={"Authorization": f"Bearer {admin_key}"}).status_code == 200
+    # The gRPC port, as a gRPC client or load balancer checks it (health needs no key).
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
     assert server.stop() == 0

@@ -274,8 +274,10 @@ def test_terraform_test_with_mocked_provider(tf: Runner) -> None:
     out = tf("test", "-no-color", timeout=240).stdout
     summary = re.search(r"(\d+) passed, (\d+) failed", out)
     assert summary is not None, out
-    assert int(summary.group(1)) >= 7 and summary.group(2) == "0", out
-    for name in ("plan_with_defaults", "apply_with_defaults", "apply_with_waf"):
+    assert int(summary.group(1)) >= 11 and summary.group(2) == "0", out
+    for name in ("plan_with_defaults", "apply_with_defaults", "apply_with_waf",
+                 "grpc_straight_to_the_instance", "grpc_through_the_alb_with_the_waf",
+                 "grpc_with_the_waf_needs_a_certificate"):
         assert f'run "{name}"... pass' in out, out
 
 
@@ -289,12 +291,14 @@ def test_lock_file_pins_the_aws_provider() -> None:
 
 
 # checkov sees only resources whose count is not 0, so the WAF resources are scanned with
-# enable_waf on, with and without a certificate.
+# enable_waf on, with and without a certificate, and the gRPC ones with expose_grpc on.
+CERTIFICATE_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/0000-example"
 CHECKOV_VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "grpc": {"expose_grpc": True},
     "waf": {"enable_waf": True},
-    "waf-https": {"enable_waf": True,
-                  "certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/0000-example"},
+    "waf-https": {"enable_waf": True, "certificate_arn": CERTIFICATE_ARN},
+    "waf-https-grpc": {"enable_waf": True, "certificate_arn": CERTIFICATE_ARN, "expose_grpc": True},
 }
 
 
@@ -349,7 +353,8 @@ def test_every_variable_is_described_typed_and_used() -> None:
         for block in parsed.get("output", []):
             outputs.update({unquote(k): v for k, v in block.items()})
     assert {"name", "region", "instance_type", "allowed_cidrs", "ssh_cidrs", "image", "memory_budget",
-            "api_key_ssm_parameter", "enable_waf", "log_retention_days", "ami_id"} <= variables.keys()
+            "api_key_ssm_parameter", "enable_waf", "expose_grpc", "log_retention_days",
+            "ami_id"} <= variables.keys()
     # References outside variables.tf (a variable's own validation does not count as a use).
     code = "\n".join(p.read_text() for p in TF_DIR.glob("*.tf") if p.name != "variables.tf")
     for name, spec in variables.items():
@@ -358,8 +363,8 @@ def test_every_variable_is_described_typed_and_used() -> None:
         assert re.search(rf"\bvar\.{name}\b", code), f"variable {name} is never used"
     for name, spec in outputs.items():
         assert unquote(spec.get("description", "")), f"output {name} has no description"
-    assert {"instance_id", "public_ip", "public_dns", "service_url", "artifact_bucket",
-            "log_group"} <= outputs.keys()
+    assert {"instance_id", "public_ip", "public_dns", "service_url", "grpc_address",
+            "artifact_bucket", "log_group"} <= outputs.keys()
 
 
 def log_line(level: str, logger: str, source: Path, prefix: str, *args: object) -> str:

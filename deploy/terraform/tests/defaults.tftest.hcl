@@ -51,6 +51,10 @@ run "plan_with_defaults" {
     error_message = "the only ingress is the app port from allowed_cidrs"
   }
   assert {
+    condition     = !strcontains(local.user_data, "8081") && length(aws_lb_listener.grpc) == 0
+    error_message = "the gRPC port is neither published nor opened unless expose_grpc"
+  }
+  assert {
     condition     = [for r in aws_security_group.instance.egress : [r.from_port, r.to_port]] == [[443, 443]]
     error_message = "egress is HTTPS only"
   }
@@ -149,8 +153,8 @@ run "apply_with_defaults" {
     error_message = "instance outputs"
   }
   assert {
-    condition     = output.alb_dns_name == null && output.web_acl_arn == null && output.alarm_topic_arn == null
-    error_message = "no ALB, web ACL or alarm topic outputs by default"
+    condition     = output.alb_dns_name == null && output.web_acl_arn == null && output.alarm_topic_arn == null && output.grpc_address == null
+    error_message = "no ALB, web ACL, alarm topic or gRPC outputs by default"
   }
   assert {
     condition     = output.log_group == "/model-manager/server" && output.artifact_bucket == "model-manager-artifacts-mocked"

@@ -105,4 +105,8 @@ run "https_with_a_certificate" {
     condition     = aws_lb_listener.http[0].default_action[0].type == "redirect" && aws_lb_listener.http[0].default_action[0].redirect[0].protocol == "HTTPS"
     error_message = "and HTTP redirects to HTTPS"
   }
+  assert {
+    condition     = length(aws_lb_listener.grpc) == 0 && toset([for r in aws_security_group.alb[0].ingress : r.from_port]) == toset([80, 443])
+    error_message = "no gRPC listener unless expose_grpc"
+  }
 }
