@@ -268,7 +268,9 @@ def test_the_budget_holds_for_the_whole_process_tree(tmp_path: Path) -> None:
                     for h in v["workers"]]
         assert sum(h["bytes"] for h in held) <= 100 * MiB
         assert {h["pid"] for h in held} <= set(workers_of(server))
-        assert peak < idle + 100 * MiB * 1.15, (idle // MiB, peak // MiB)
+        # A budget per worker would let the tree grow by 200 MiB; one budget for the tree, by
+        # 100 MiB plus what each worker's allocator keeps (seen up to 33 MiB for the two).
+        assert peak < idle + 150 * MiB, (idle // MiB, peak // MiB)
     finally:
         server.stop()
 
