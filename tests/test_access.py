@@ -26,6 +26,11 @@ from model_manager.registry import schema as t
     ("POST", "/api/models/iris/promote", "deploy"),
     ("POST", "/v2/models/iris/infer", "predict"),
     ("GET", "/v2/models/iris", "metadata"),
+    ("POST", "/v1/models/iris:predict", "predict"),
+    ("POST", "/v1/models/iris/versions/2:predict", "predict"),
+    ("GET", "/v1/models/iris", "metadata"),
+    ("GET", "/v1/models", "metadata"),
+    ("POST", "/v1/models/iris", "deploy"),  # no such endpoint; not a prediction
     ("GET", "/api/keys", "admin"),
 ])
 def test_permission_for(method: str, path: str, needed: str | None) -> None:

@@ -146,6 +146,10 @@ def permission_for(method: str, path: str) -> str | None:
         return "admin"
     if path.startswith("/v2/models/") and method == "POST" and path.endswith("/infer"):
         return "predict"
+    if path.startswith("/v1/models/") and method == "POST" and path.endswith(":predict"):
+        return "predict"
+    if method in ("GET", "HEAD") and (path.startswith("/v1/models/") or path == "/v1/models"):
+        return "metadata"
     if path.startswith("/v2/repository/") and path.endswith(("/load", "/unload")):
         return "deploy"
     if method in ("GET", "HEAD") and (path.startswith("/v2/models/") or path == "/v2"):

@@ -35,6 +35,7 @@ from model_manager.api import (
 )
 from model_manager.api.codec import TensorLimits
 from model_manager.api.replicas import replica_routes
+from model_manager.api.v1 import v1_routes
 from model_manager.api.whole import WholeServer
 from model_manager.catalog import Catalog
 from model_manager.clock import Clock
@@ -210,6 +211,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(v2_routes(router, registry, cache, lifecycle, readiness))
+    app.include_router(v1_routes(router, registry, cache, limits))
     app.include_router(management_routes(catalog, lifecycle, cache, usage, health, whole, fleet,
                                          siblings))
     app.include_router(replica_routes(fleet))

@@ -86,14 +86,14 @@ def encode_response(response: InferenceResponse,
     for output in response.outputs:
         binary = wanted.get(output.name)
         doc["outputs"].append(_encode_output(output, default if binary is None else binary, chunks))
-    header = _dump_json(doc, response.outputs)
+    header = dump_json(doc, response.outputs)
     if not chunks:
         return header, {"content-type": "application/json"}
     headers = {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
     return b"".join([header, *chunks]), headers
 
 
-def _dump_json(doc: dict[str, Any], outputs: tuple[InferOutput, ...]) -> bytes:
+def dump_json(doc: dict[str, Any], outputs: tuple[InferOutput, ...]) -> bytes:
     """orjson, unless an output holds NaN or infinities: those are written as the standard
     library does (``NaN``, ``Infinity``), which clients' JSON parsers accept and orjson would
     turn into null."""
@@ -131,7 +131,7 @@ def _decode_input(item: Any, reader: _BinaryReader, limits: TensorLimits) -> Inf
     if "binary_data_size" in parameters:
         data = reader.read(name, datatype, shape, parameters["binary_data_size"])
     elif "data" in item:
-        data = _from_json(name, datatype, shape, item["data"], limits)
+        data = tensor_from_json(name, datatype, shape, item["data"], limits)
     else:
         raise InvalidInput(f"input {name!r} has neither 'data' nor binary_data_size")
     return InferInput(name, datatype, data)
@@ -162,7 +162,7 @@ def _preview(value: Any) -> str:
     return "{...}" if isinstance(value, dict) else repr(value)[:80]
 
 
-def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any,
+def tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any,
                limits: TensorLimits) -> Array:
     count = math.prod(shape)
     try:
