@@ -92,6 +92,7 @@ bench: install
 	$(BIN)/python bench/shadow.py
 	$(BIN)/python bench/workers.py
 	$(BIN)/python bench/peers.py
+	$(BIN)/python bench/grpc.py
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/peers.py --systems ours-sklearn,ours-sklearn-batched --models rf100 \
 		--concurrency 8,64 --bodies json

@@ -47,6 +47,14 @@ def ensure_wrk() -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
 
 
+def ensure_h2load() -> None:
+    """h2load (nghttp2's HTTP/2 load generator), for bench/grpc.py; not part of ensure_all."""
+    if shutil.which("h2load"):
+        return
+    print("installing h2load (apt-get nghttp2-client)", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True)
+
+
 def ensure_venv(name: str, requirements: tuple[str, ...]) -> Path:
     venv = PEERS / name
     marker = venv / MARKER
@@ -127,3 +135,8 @@ def versions(python: Path, packages: tuple[str, ...], env: dict[str, str] | None
 def wrk_version() -> str:
     out = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     return (out.stdout or out.stderr).split("[")[0].strip()
+
+
+def h2load_version() -> str:
+    out = subprocess.run(["h2load", "--version"], capture_output=True, text=True)
+    return (out.stdout or out.stderr).strip()

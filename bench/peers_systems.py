@@ -53,6 +53,8 @@ class System:
     push_form: tuple[tuple[str, str], ...] = ()
     """Extra form fields of our model uploads."""
     by_default: bool = True
+    grpc_port: int | None = None
+    """Where the system serves gRPC inference, for bench/grpc.py; None: not measured."""
 
     @property
     def url(self) -> str:
@@ -96,14 +98,23 @@ def catalog(with_granian: bool) -> dict[str, System]:
     return {s.name: s for s in systems}
 
 
+def grpc_catalog() -> dict[str, System]:
+    """The systems of bench/grpc.py: ours and MLServer tuned, each with a gRPC port."""
+    systems = [_ours("ours", 18340, grpc_port=18341), _mlserver("mlserver-tuned", 18350, tuned=True)]
+    return {s.name: s for s in systems}
+
+
 def _ours(name: str, port: int, extra: tuple[str, ...] = (),
-          push_form: tuple[tuple[str, str], ...] = (), by_default: bool = True) -> System:
+          push_form: tuple[tuple[str, str], ...] = (), by_default: bool = True,
+          grpc_port: int | None = None) -> System:
     python = Path(sys.executable)
     http = "granian (Rust)" if extra else f"uvicorn {_parser(python, {})}, uvloop"
+    grpc = ("--grpc-port", str(grpc_port or 0))  # 0: the REST benches leave 8081 alone
     command = (str(OURS_CLI), "serve", "--port", str(port), "--data-dir",
-               str(PEERS / "run" / name / "var"), "--log-level", "warning", *extra)
+               str(PEERS / "run" / name / "var"), "--log-level", "warning", *extra, *grpc)
     return System(name, "ours", port, command, python, OURS_PACKAGES, http,
-                  push_form=push_form, by_default=by_default)
+                  other_ports=(grpc_port,) if grpc_port is not None else (),
+                  push_form=push_form, by_default=by_default, grpc_port=grpc_port)
 
 
 def _mlserver(name: str, port: int, tuned: bool) -> System:
@@ -120,7 +131,7 @@ def _mlserver(name: str, port: int, tuned: bool) -> System:
     command = (str(venv / "bin" / "mlserver"), "start", str(MODELS))
     http = f"uvicorn {_parser(python, env)}, uvloop"
     return System(name, "mlserver", port, command, python, MLSERVER_PACKAGES, http,
-                  tuple(env.items()), (port + 1, port + 2))
+                  tuple(env.items()), (port + 1, port + 2), grpc_port=port + 1)
 
 
 def _floor_uvicorn(port: int) -> System:
