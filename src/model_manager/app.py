@@ -31,11 +31,11 @@ from model_manager.api import (
     metrics_routes,
     monitoring_routes,
     status_routes,
+    v1_routes,
     v2_routes,
 )
 from model_manager.api.codec import TensorLimits
 from model_manager.api.replicas import replica_routes
-from model_manager.api.v1 import v1_routes
 from model_manager.api.whole import WholeServer
 from model_manager.catalog import Catalog
 from model_manager.clock import Clock

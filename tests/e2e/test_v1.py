@@ -3,6 +3,7 @@ through the same router, with clear 400s for bodies V1 cannot read."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ import httpx
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.e2e.test_v2_datatypes import identity_model
+from tests.onnx_models import offset_model
 from tests.support import ServerProcess, push
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
@@ -31,14 +33,41 @@ def two_input_model(path: Path) -> Path:
     return path
 
 
+def summed_model(path: Path, per_column: bool) -> Path:
+    """``echo`` (the [-1, 2] FP32 input) and ``total``: the sum of each column (shape [2]) when
+    ``per_column``, else of everything (a scalar)."""
+    axes = [numpy_helper.from_array(np.array([0], dtype=np.int64), "axes")] if per_column else []
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["echo"]),
+         helper.make_node("ReduceSum", ["x", "axes"] if per_column else ["x"], ["total"],
+                          keepdims=0)],
+        "summed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("echo", TensorProto.FLOAT, [None, 2]),
+         helper.make_tensor_value_info("total", TensorProto.FLOAT, [2] if per_column else [])],
+        axes)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("v1")
-    process = ServerProcess(folder / "var", "--demo", "--max-tensor-elements", "1000")
+    process = ServerProcess(folder / "var", "--demo", "--max-tensor-elements", "1000",
+                            "--max-bytes-element", "64")
+    lenient = {"allow_non_finite_inputs": True, "validation": {"policy": {"nan": "flag"}}}
     with httpx.Client(base_url=process.url) as client:
         assert push(client, "two", two_input_model(folder / "two.onnx")).status_code == 201
         assert push(client, "echo-bytes", identity_model(folder / "bytes.onnx",
                                                          TensorProto.STRING)).status_code == 201
+        assert push(client, "lenient", identity_model(folder / "fp32.onnx", TensorProto.FLOAT),
+                    metadata=json.dumps(lenient)).status_code == 201
+        assert push(client, "summed", summed_model(folder / "s.onnx", False)).status_code == 201
+        assert push(client, "by-column", summed_model(folder / "c.onnx", True)).status_code == 201
+        for offset in (1, 2):  # version n answers x + n
+            assert push(client, "canary", offset_model(folder / f"o{offset}.onnx",
+                                                       float(offset))).status_code == 201
+        assert client.put("/api/models/canary/aliases/production",
+                          json={"version": 1}).status_code == 200
     yield process
     process.stop()
 
@@ -93,6 +122,47 @@ def test_one_output_answers_its_rows_and_bytes_are_text(http: httpx.Client) -> N
     assert v1(http, "echo-bytes", {"instances": texts}) == texts
 
 
+def test_non_finite_outputs_are_written_as_v2_writes_them(http: httpx.Client) -> None:
+    values = b"[NaN, Infinity, -Infinity]"
+    answer = http.post("/v1/models/lenient:predict", content=b'{"instances": [%s]}' % values)
+    assert answer.status_code == 200, answer.text
+    assert answer.text == '{"predictions":[[NaN,Infinity,-Infinity]]}'
+    v2_body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": %s}]}'
+    assert '"data":[NaN,Infinity,-Infinity]' in http.post("/v2/models/lenient/infer",
+                                                          content=v2_body % values).text
+
+
+def test_outputs_share_the_rows_or_are_refused(http: httpx.Client) -> None:
+    rows = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    assert v1(http, "summed", {"instances": rows}) == [{"echo": row, "total": 21.0}
+                                                       for row in rows]
+    refused = http.post("/v1/models/by-column:predict", json={"instances": rows})
+    assert refused.status_code == 400, refused.text
+    assert "different first dimensions ({'echo': 3, 'total': 2})" in refused.json()["error"]
+
+
+def test_the_traffic_policy_and_routing_key_apply_as_for_v2(http: httpx.Client) -> None:
+    row = [1.0, 2.0, 3.0, 4.0]
+    policy = {"routes": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}]}
+    assert http.put("/api/models/canary/traffic", json=policy).status_code == 200
+    try:
+        served = {}
+        for key in (f"user-{i}" for i in range(20)):
+            headers = {"X-Routing-Key": key}
+            by_v2 = http.post("/v2/models/canary/infer", headers=headers, json={"inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": row}]}).json()
+            by_v1 = http.post("/v1/models/canary:predict", headers=headers,
+                              json={"instances": [row]}).json()["predictions"][0]
+            served[key] = int(by_v1[0] - row[0])
+            assert served[key] == int(by_v2["model_version"]), key
+        assert set(served.values()) == {1, 2}
+        assert v1(http, "canary/versions/2", {"instances": [row]}) == [[3.0, 4.0, 5.0, 6.0]]
+        assert v1(http, "canary/versions/production", {"instances": [row]}) == [[2.0, 3.0, 4.0,
+                                                                                 5.0]]
+    finally:
+        assert http.delete("/api/models/canary/traffic").status_code == 204
+
+
 def test_readiness_and_the_model_list(http: httpx.Client) -> None:
     assert http.get("/v1/models/iris").json() == {"name": "iris", "version": "1", "ready": True}
     assert http.get("/v1/models/iris/versions/production").json()["ready"] is True
@@ -109,11 +179,18 @@ def test_readiness_and_the_model_list(http: httpx.Client) -> None:
     ("iris", {"instances": [[5.1, 3.5, 1.4], [6.7, 3.0, 5.2, 2.3]]}, 400, "not all the same shape"),
     ("iris", {"instances": [["a", "b", "c", "d"]]}, 400, "not FP32"),
     ("iris", {"inputs": {"features": ROWS}}, 400, "no input ['features']"),
+    ("iris", {"instances": [{"features": ROWS[0]}]}, 400, "the model's one input is 'input'"),
+    ("iris", {"instances": [{"input": ROWS[0]}, ROWS[1]]}, 400, "the model's one input is"),
+    ("iris", {"instances": [[], ROWS[0]]}, 400, "not all the same shape (the first is [0])"),
+    ("iris", {"instances": [[ROWS[0]], [ROWS[1], ROWS[2]]]}, 400, "not all the same shape"),
+    ("iris", {"instances": [[[0.5]] * 4] * 2}, 422, "must have shape [-1, 4]"),
+    ("two", {"instances": [{"a": [1.0, 2.0]}]}, 422, "missing ['b']"),
     ("iris", {"instances": [[1, 2]]}, 422, "must have shape [-1, 4]"),
     ("two", {"instances": [[1.0, 2.0]]}, 400, "each instance must be an object"),
     ("two", {"instances": [{"a": [1, 2], "b": [1, 2]}, {"a": [1, 2]}]}, 400, "the same inputs"),
     ("two", {"inputs": [[1.0, 2.0]]}, 400, 'give "inputs" as an object'),
     ("iris", {"instances": [[0.5] * 4] * 300}, 413, "--max-tensor-elements"),
+    ("echo-bytes", {"instances": [["x" * 65, "", ""]]}, 413, "--max-bytes-element"),
     ("nope", {"instances": ROWS}, 404, "'nope' is not registered"),
 ])
 def test_bodies_v1_cannot_read_get_a_clear_error(http: httpx.Client, path: str, body: Any,
@@ -122,6 +199,33 @@ def test_bodies_v1_cannot_read_get_a_clear_error(http: httpx.Client, path: str, 
     assert answer.status_code == status, answer.text
     assert words in answer.json()["error"]
     assert v1(http, "iris", {"instances": ROWS[:1]})[0]["label"] == 0
+
+
+@pytest.mark.parametrize(("path", "body", "status", "words"), [
+    ("iris", b"{not json", 400, "the request body is not valid JSON"),
+    ("iris", b"", 400, 'either "instances"'),
+    ("iris", b'{"instances": %s}' % (b"[" * 70 + b"1" + b"]" * 70), 400, "more than 64 levels"),
+    ("iris", b'{"instances": [[1, 2, 3, %s]]}' % (b"9" * 400), 400, "an integer of 400 digits"),
+    ("nope", b"{not json", 404, "'nope' is not registered"),
+])
+def test_raw_bodies_v1_cannot_read_get_a_clear_error(http: httpx.Client, path: str, body: bytes,
+                                                     status: int, words: str) -> None:
+    answer = http.post(f"/v1/models/{path}:predict", content=body)
+    assert answer.status_code == status, answer.text
+    assert words in answer.json()["error"]
+
+
+def test_bad_bodies_count_as_bad_input_and_leave_the_model_healthy(http: httpx.Client) -> None:
+    def bad_input() -> int:
+        versions = http.get("/api/models/two/usage").json()["versions"]
+        return int(sum(v["errors_by_kind"].get("bad_input", 0) for v in versions))
+
+    before = bad_input()
+    for body in (b"{not json", b'{"instances": [[1.0, 2.0]]}', b'{"inputs": {"c": [[1.0]]}}'):
+        assert http.post("/v1/models/two:predict", content=body).status_code == 400
+    assert bad_input() == before + 3
+    health = http.get("/api/models/two/health").json()["versions"][0]
+    assert health["status"] == "healthy", health
 
 
 def test_v1_predictions_count_as_the_models_usage(http: httpx.Client) -> None:

@@ -1,5 +1,5 @@
-"""The HTTP adapter: v2 inference, management, the dashboard, error mapping. Only this package
-knows HTTP."""
+"""The HTTP adapter: v2 inference, KServe V1 over the same router, management, the dashboard,
+error mapping. Only this package knows HTTP."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from model_manager.api.memory import memory_routes
 from model_manager.api.metrics import metrics_routes
 from model_manager.api.monitoring import monitoring_routes
 from model_manager.api.status import status_routes
+from model_manager.api.v1 import v1_routes
 from model_manager.api.v2 import Readiness, v2_routes
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "monitoring_routes",
     "status_of",
     "status_routes",
+    "v1_routes",
     "v2_routes",
 ]

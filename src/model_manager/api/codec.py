@@ -163,7 +163,9 @@ def _preview(value: Any) -> str:
 
 
 def tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any,
-               limits: TensorLimits) -> Array:
+                     limits: TensorLimits) -> Array:
+    """Input ``name``'s tensor from JSON ``data`` (flat or nested lists) holding ``shape``'s
+    elements; InvalidInput when the values are not ``datatype``'s or do not fill ``shape``."""
     count = math.prod(shape)
     try:
         if datatype == "BYTES":
