@@ -13,6 +13,7 @@ A process that dies, runs past its timeout or past its memory limit is killed an
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -22,6 +23,7 @@ import multiprocessing.context
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from model_manager import errors
 from model_manager.errors import InvalidArtifact, ModelCrashed, ModelManagerError
 from model_manager.runtimes.base import LoadOptions
 from model_manager.runtimes.signature import Signature
-from model_manager.runtimes.tensors_shm import TensorReader, TensorWriter
+from model_manager.runtimes.tensors_shm import Layout, TensorReader, TensorWriter
 from model_manager.settings import Settings
 from model_manager.sizes import human_size
 from model_manager.types import Array, Tensors
@@ -44,6 +46,9 @@ the server's main module again (multiprocessing does, and Python 3.11's fork ser
 ``__main__`` here): with the command's module preloaded that costs nothing."""
 WATCH_INTERVAL = 0.05
 """Seconds between checks of a model process's memory."""
+TURN_POLL = 0.001
+"""Seconds between looks at a runtime that a thread's call (a shadow, a batch) holds, while a
+call from the event loop waits for its turn."""
 
 ISOLATE_MODES = ("untrusted", "all", "none")
 MIN_DEFAULT_MEMORY = 2 * 1024**3
@@ -137,6 +142,10 @@ class ModelProcess:
     def pid(self) -> int | None:
         return self._process.pid
 
+    @property
+    def timeout(self) -> float:
+        return self._limits.timeout
+
     def call(self, command: str, *args: Any, timeout: float | None = None) -> Any:
         """Send one command and return its reply's value; a domain error from the process is
         raised here as the same class. Raises ProcessDied when it dies, or runs past the
@@ -155,6 +164,73 @@ class ModelProcess:
         if reply[0] == "ok":
             return reply[1]
         raise _domain_error(reply[1], reply[2])
+
+    def start(self, release: Callable[[], None], command: str, *args: Any,
+              then: Callable[[Any], Any] | None = None) -> asyncio.Future[Any]:
+        """``call`` from the event loop, with no thread: send the command and return a future
+        of ``then(reply's value)``, settled by a reader callback on the connection when the
+        reply comes, or by the process's death (ProcessDied; past its timeout it is killed).
+
+        The caller holds the process (``call`` is not reentrant) and hands its release over:
+        ``release()`` runs once the exchange is over, after ``then``. The exchange finishes even
+        when the future is cancelled (its caller gave up), so the next call reads its own
+        reply."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        if self._death is not None:
+            release()
+            answer.set_exception(ProcessDied(self._death, command))
+            return answer
+        try:
+            self._conn.send((command, *args))
+        except (EOFError, OSError):
+            self._report_death(answer, command, release)
+            return answer
+        limit = self._limits.timeout
+        fd = self._conn.fileno()
+        timer = loop.call_later(limit, self._kill, Death(
+            f"no answer within {limit:g}s", f"stopped after no answer within {limit:g}s"))
+
+        def on_reply() -> None:
+            loop.remove_reader(fd)
+            timer.cancel()
+            try:
+                reply = self._conn.recv()
+            except (EOFError, OSError):
+                self._report_death(answer, command, release)
+                return
+            value: Any = None
+            error: Exception | None = None
+            try:
+                if reply[0] != "ok":
+                    error = _domain_error(reply[1], reply[2])
+                else:
+                    value = reply[1] if then is None else then(reply[1])
+            except Exception as exc:  # reading the outputs failed: the caller's error
+                error = exc
+            finally:
+                release()
+            if answer.done():  # cancelled: nobody waits
+                return
+            if error is None:
+                answer.set_result(value)
+            else:
+                answer.set_exception(error)
+
+        loop.add_reader(fd, on_reply)
+        return answer
+
+    def _report_death(self, answer: asyncio.Future[Any], command: str,
+                      release: Callable[[], None]) -> None:
+        """Settle ``answer`` with how the process died, learnt off the loop (it waits for the
+        process to be reaped)."""
+        def reaped(done: asyncio.Future[Death]) -> None:
+            release()
+            if not answer.done():
+                answer.set_exception(ProcessDied(done.result(), command))
+
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, self._ended).add_done_callback(reaped)
 
     def resident_bytes(self) -> int:
         """Memory that goes back to the system when the process exits (its private pages)."""
@@ -209,6 +285,9 @@ class RemoteRuntime:
         self.signature = signature
         self._label = label
         self._lock = threading.Lock()
+        """Held for one exchange (tensors in, call, tensors out), by a thread or the loop."""
+        self._turn = asyncio.Lock()
+        """Queues the event loop's callers, so they wait on the loop rather than poll."""
         self._writer = TensorWriter()
         self._reader = TensorReader()
 
@@ -218,17 +297,45 @@ class RemoteRuntime:
             try:
                 result = self._process.call("predict", segment, layout, list(outputs))
             except ProcessDied as died:
-                reason = f"crashed: {died}"
-                raise ModelCrashed(f"{self._label} {reason}; it restarts after a backoff",
-                                   reason) from None
+                raise self._crashed(died) from None
             return self._reader.read(*result)
+
+    async def predict_async(self, inputs: Tensors, outputs: Any) -> dict[str, Array]:
+        """``predict`` from the event loop, with no trip to a worker thread: it costs the
+        pipe's round trip and no more. A caller that is cancelled (its timeout, its client
+        gone) leaves the exchange to finish on its own."""
+        async with self._turn:
+            while not self._lock.acquire(blocking=False):  # a thread's call (a shadow, a batch)
+                await asyncio.sleep(TURN_POLL)
+            try:
+                segment, layout = self._writer.write(inputs)
+                answer = self._process.start(self._lock.release, "predict", segment, layout,
+                                             list(outputs), then=self._read)
+            except BaseException:
+                self._lock.release()
+                raise
+            try:
+                results: dict[str, Array] = await answer
+            except ProcessDied as died:
+                raise self._crashed(died) from None
+            return results
+
+    def _read(self, result: tuple[str, Layout]) -> dict[str, Array]:
+        return self._reader.read(*result)
+
+    def _crashed(self, died: ProcessDied) -> ModelCrashed:
+        reason = f"crashed: {died}"
+        return ModelCrashed(f"{self._label} {reason}; it restarts after a backoff", reason)
 
     def resident_bytes(self) -> int:
         return self._process.resident_bytes()
 
     def unload(self) -> None:
+        # An exchange its caller gave up on may still run: let it end (its timeout bounds it).
+        if self._lock.acquire(timeout=self._process.timeout + 5):
+            self._lock.release()
         self._process.stop()
-        self._reader.close()
+        self._reader.close(unlink=True)  # the process's own segment, if it died holding it
         self._writer.close()
 
 

@@ -78,9 +78,10 @@ class TensorReader:
             tensors[key] = view.copy() if copy else view
         return tensors
 
-    def close(self) -> None:
+    def close(self, unlink: bool = False) -> None:
+        """Detach; ``unlink`` also removes the segment, when its writer died without doing so."""
         if self._segment is not None:
-            _release(self._segment, unlink=False)
+            _release(self._segment, unlink)
             self._segment = None
 
     def _attach(self, name: str) -> shared_memory.SharedMemory:

@@ -13,7 +13,7 @@ import functools
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import anyio
 import anyio.to_thread
@@ -158,6 +158,8 @@ class PredictionRouter:
         elif cost is not None and cost < INLINE_BELOW and _elements(inputs) <= INLINE_MAX_ELEMENTS \
                 and not is_out_of_process(model.runtime):
             results, seconds = _timed(model.runtime, inputs, names)
+        elif (predict_async := getattr(model.runtime, "predict_async", None)) is not None:
+            results, seconds = await self._awaited(model, predict_async, inputs, names)
         else:
             results, seconds = await self._in_thread(model, inputs, names)
         tracking.inference = seconds
@@ -189,8 +191,24 @@ class PredictionRouter:
                                                           limiter=self._pool,
                                                           abandon_on_cancel=True)
         except TimeoutError:
-            raise PredictionTimeout(f"version {model.key[1]} of {model.key[0]!r} took longer than "
-                                    f"the {self._timeout:g}s prediction timeout") from None
+            raise self._timed_out(model) from None
+
+    def _timed_out(self, model: LoadedModel) -> PredictionTimeout:
+        return PredictionTimeout(f"version {model.key[1]} of {model.key[0]!r} took longer than "
+                                 f"the {self._timeout:g}s prediction timeout")
+
+    async def _awaited(self, model: LoadedModel,
+                       predict: Callable[[Tensors, Sequence[str]], Awaitable[dict[str, Array]]],
+                       inputs: Tensors, names: Sequence[str]) -> tuple[dict[str, Array], float]:
+        """Run a model that works in another process, awaiting its answer on the event loop
+        (the runtime serialises its callers), with the prediction timeout."""
+        started = time.perf_counter()
+        try:
+            with anyio.fail_after(self._timeout):
+                results = await predict(inputs, names)
+        except TimeoutError:
+            raise self._timed_out(model) from None
+        return results, time.perf_counter() - started
 
     def _checked(self, model: LoadedModel, names: Sequence[str], results: Tensors,
                  tracking: Tracking) -> list[InferOutput]:
