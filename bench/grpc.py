@@ -278,7 +278,10 @@ def run_h2load(server: Server, call: Call, concurrency: int, seconds: int, strea
     cpu = meter.read()
     if out.returncode != 0 or "finished in" not in out.stdout:
         raise RuntimeError(f"h2load failed (exit {out.returncode}): {out.stderr[-500:]}")
-    return {**h2load_summary(out.stdout), **latency(log_file), **cpu}
+    summary = h2load_summary(out.stdout)
+    cpu_s = cpu.pop("server_cpu_s")
+    per_request = round(cpu_s / summary["requests"] * 1e6, 1) if summary["requests"] else 0.0
+    return {**summary, **latency(log_file), **cpu, "server_cpu_us_per_req": per_request}
 
 
 def h2load_summary(text: str) -> Point:

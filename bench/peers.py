@@ -232,7 +232,10 @@ def run_wrk(server: Server, model: str, body: Body, concurrency: int, seconds: i
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
         raise RuntimeError(f"wrk printed no RESULT (exit {out.returncode}): {out.stderr[-500:]}")
-    return {**json.loads(lines[-1][len("RESULT "):]), **usage}
+    result = json.loads(lines[-1][len("RESULT "):])
+    # Server CPU per request: stable where req/s drifts with the host (CPU seconds / requests).
+    cpu_us = usage.pop("server_cpu_s") / result["requests"] * 1e6 if result["requests"] else 0.0
+    return {**result, **usage, "server_cpu_us_per_req": round(cpu_us, 1)}
 
 
 class CpuMeter:
@@ -253,7 +256,8 @@ class CpuMeter:
         core = core_busy_ticks(SERVER_CPU) - self._core_ticks
         now = resource.getrusage(resource.RUSAGE_CHILDREN)
         client = hz * (now.ru_utime + now.ru_stime - self._client.ru_utime - self._client.ru_stime)
-        return {"server_cpu_pct": round(server / one_pct), "client_cpu_pct": round(client / one_pct),
+        return {"server_cpu_pct": round(server / one_pct), "server_cpu_s": server / hz,
+                "client_cpu_pct": round(client / one_pct),
                 "foreign_cpu_pct": round((core - server) / one_pct) if pinned(SERVER_CPU) else -1}
 
 
@@ -292,6 +296,7 @@ def summarize(points: list[Point]) -> dict[tuple[str, str, str, int], Point]:
                   "p50_ms": statistics.median(p["p50_ms"] for p in group),
                   "p99_ms": statistics.median(p["p99_ms"] for p in group),
                   "server_cpu_pct": statistics.median(p["server_cpu_pct"] for p in group),
+                  "cpu_us": statistics.median(p["server_cpu_us_per_req"] for p in group),
                   "client_cpu_pct": max(p["client_cpu_pct"] for p in group),
                   "foreign_cpu_pct": max(p["foreign_cpu_pct"] for p in group),
                   "peak_rss_mib": group[0]["peak_rss_mib"], "idle_rss_mib": group[0]["idle_rss_mib"],
@@ -301,14 +306,15 @@ def summarize(points: list[Point]) -> dict[tuple[str, str, str, int], Point]:
 
 def print_table(points: list[Point]) -> None:
     rows = [[system, model, body, str(c), f"{s['rps']:,.0f}", f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}",
-             f"{s['server_cpu_pct']:.0f}", f"{s['client_cpu_pct']:.0f}", f"{s['foreign_cpu_pct']:.0f}",
-             f"{s['idle_rss_mib']:.0f}",
+             f"{s['cpu_us']:.0f}", f"{s['server_cpu_pct']:.0f}", f"{s['client_cpu_pct']:.0f}",
+             f"{s['foreign_cpu_pct']:.0f}", f"{s['idle_rss_mib']:.0f}",
              f"{s['peak_rss_mib']:.0f}", str(s["errors"]), str(s["reps"])]
             for (system, model, body, c), s in summarize(points).items()]
-    print("\nmedian over reps; p50/p99 in ms; srv% = server tree CPU, wrk% = wrk CPU (max), foreign% ="
-          "\nother processes on the server's core (max; above ~10 the point is disturbed); RSS in MiB")
-    print_rows(["system", "model", "body", "conc", "req/s", "p50", "p99", "srv%", "wrk%", "foreign%",
-                "idle RSS", "peak RSS", "errors", "reps"], rows)
+    print("\nmedian over reps; p50/p99 in ms; cpu us = server tree CPU per request; srv% = server tree"
+          "\nCPU, wrk% = wrk CPU (max), foreign% = other processes on the server's core (max; above ~10"
+          "\nthe point is disturbed); RSS in MiB")
+    print_rows(["system", "model", "body", "conc", "req/s", "p50", "p99", "cpu us", "srv%", "wrk%",
+                "foreign%", "idle RSS", "peak RSS", "errors", "reps"], rows)
     https = {p["system"]: p["http"] for p in points}
     print("HTTP: " + "; ".join(f"{system}: {http}" for system, http in https.items()))
     served = {p["system"]: p["served"] for p in points if p["served"]}
@@ -327,7 +333,7 @@ def print_ratios(points: list[Point]) -> None:
                 vs_floor = "on logreg; us/req = 1e6/req/s difference (CPU per request when saturated)"
                 print(f"\n{ours} vs {peer}" + (f" {vs_floor}" if peer.startswith("floor") else ""))
                 print_rows(["model", "conc", "body", "req/s ours", "req/s peer", "req/s x", "p99 x",
-                            "us/req more"], rows)
+                            "us/req more", "cpu us ours", "cpu us peer", "cpu x"], rows)
 
 
 def ratio_rows(table: dict[tuple[str, str, str, int], Point], ours: str, peer: str) -> list[list[str]]:
@@ -341,7 +347,8 @@ def ratio_rows(table: dict[tuple[str, str, str, int], Point], ours: str, peer: s
         rows.append([model, str(c), body, f"{mine['rps']:,.0f}", f"{theirs['rps']:,.0f}",
                      f"{mine['rps'] / theirs['rps']:.2f}" if theirs["rps"] else "-",
                      f"{mine['p99_ms'] / theirs['p99_ms']:.2f}" if theirs["p99_ms"] else "-",
-                     f"{extra_us:,.0f}"])
+                     f"{extra_us:,.0f}", f"{mine['cpu_us']:.0f}", f"{theirs['cpu_us']:.0f}",
+                     f"{mine['cpu_us'] / theirs['cpu_us']:.2f}" if theirs["cpu_us"] else "-"])
     return rows
 
 

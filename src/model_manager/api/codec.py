@@ -33,6 +33,10 @@ from model_manager.types import Array
 
 HEADER_LENGTH = "inference-header-content-length"
 _JSON_KINDS = {"BOOL": "b", "UINT": "ui", "INT": "ui", "FP": "uif"}
+_ALLOWED_KINDS = {datatype: next(kinds for prefix, kinds in _JSON_KINDS.items()
+                                 if datatype.startswith(prefix))
+                  for datatype in DATATYPES if datatype != "BYTES"}
+"""The numpy kinds JSON values may parse as, for each datatype."""
 _MAX_LENGTH_DIGITS = 18
 MAX_RANK = 64
 """Dimensions of a tensor, as numpy allows: JSON ``data`` nested deeper is refused."""
@@ -173,13 +177,14 @@ def tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any
             array[:] = [_to_bytes(name, v, limits) for v in _flatten(data)]
             return array.reshape(shape)
         raw = np.asarray(data)
-        allowed = next(kinds for prefix, kinds in _JSON_KINDS.items() if datatype.startswith(prefix))
+        allowed = _ALLOWED_KINDS[datatype]
         if raw.size and raw.dtype.kind not in allowed and not _all_ints(datatype, data):
             raise InvalidInput(f"input {name!r}: data holds {raw.dtype.kind!r}-kind values, "
                                f"not {datatype}")
-        # Converting from the list (not from ``raw``) makes out-of-range integers an error.
-        array = np.asarray(data, dtype=DATATYPES[datatype]) if raw.size else raw.astype(
-            DATATYPES[datatype])
+        if datatype[:2] == "FP" or not raw.size:  # numbers into floats: as from the list
+            array = raw.astype(DATATYPES[datatype], copy=False)
+        else:  # converting from the list, not from ``raw``, makes out-of-range integers an error
+            array = np.asarray(data, dtype=DATATYPES[datatype])
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"input {name!r}: data is not a list of {datatype} values "
                            f"({exc})") from exc

@@ -7,6 +7,7 @@ holds as an object array of ``bytes``. A dimension of ``-1`` accepts any size.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -89,6 +90,15 @@ class Signature:
 
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
+
+    @functools.cached_property
+    def inputs_by_name(self) -> dict[str, TensorSpec]:
+        """The inputs by name, built once (the request path asks for them every time)."""
+        return {t.name: t for t in self.inputs}
+
+    @functools.cached_property
+    def outputs_by_name(self) -> dict[str, TensorSpec]:
+        return {t.name: t for t in self.outputs}
 
 
 def _specs(items: Iterable[Any] | Any, key: str) -> tuple[TensorSpec, ...]:

@@ -23,7 +23,7 @@ def check_inputs(signature: Signature, request: InferenceRequest,
     InvalidInput for a floating-point input holding NaN or infinities (unless
     ``allow_non_finite``): the caller's mistake, never charged to the model."""
     given = {t.name: t for t in request.inputs}
-    expected = {spec.name: spec for spec in signature.inputs}
+    expected = signature.inputs_by_name
     missing = [name for name in expected if name not in given]
     unknown = [name for name in given if name not in expected]
     if missing or unknown:
@@ -51,9 +51,7 @@ def _check_finite(name: str, array: Array) -> None:
 def _check_tensor(spec: TensorSpec, datatype: str, shape: tuple[int, ...]) -> None:
     if datatype != spec.datatype:
         raise SignatureMismatch(f"input {spec.name!r} must be {spec.datatype}, got {datatype}")
-    fits = len(shape) == len(spec.shape) and all(
-        want in (-1, got) for want, got in zip(spec.shape, shape, strict=True))
-    if not fits:
+    if not _fits(spec.shape, shape):
         raise SignatureMismatch(f"input {spec.name!r} must have shape {list(spec.shape)} "
                                 f"(-1: any size), got {list(shape)}")
 
@@ -122,36 +120,39 @@ def check_outputs(signature: Signature, rules: OutputRules, names: Sequence[str]
 
     A missing output, or one that cannot take its datatype, cannot be served: InvalidOutput.
     """
-    specs = {spec.name: spec for spec in signature.outputs}
+    specs = signature.outputs_by_name
     outputs, violations = [], []
     for name in names:
         if name not in results:
             raise InvalidOutput(f"the model returned no output {name!r}")
+        spec = specs[name]
         raw = np.asarray(results[name])
-        violations += _non_finite(name, raw)  # before the cast, which would hide them in integers
-        array = _cast(specs[name], raw)
-        violations += _check_output(specs[name], array, rules.constraints.get(name, {}))
-        outputs.append(InferOutput(name, specs[name].datatype, array))
+        if raw.dtype.kind in "fc" and not np.isfinite(raw).all():
+            violations += _non_finite(name, raw)  # before the cast, which hides them in integers
+        array = _cast(spec, raw)
+        if not _fits(spec.shape, array.shape):
+            violations.append(Violation(
+                "signature", f"output {name!r} has shape {list(array.shape)}, the signature "
+                             f"says {list(spec.shape)}"))
+        constraints = rules.constraints.get(name)
+        if constraints:
+            violations += _check_constraints(name, array, constraints)
+        outputs.append(InferOutput(name, spec.datatype, array))
     return outputs, violations
 
 
-def _check_output(spec: TensorSpec, array: Array, constraints: dict[str, Any]) -> list[Violation]:
-    found = []
-    fits = len(array.shape) == len(spec.shape) and all(
-        want in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True))
-    if not fits:
-        found.append(Violation("signature", f"output {spec.name!r} has shape {list(array.shape)}, "
-                                            f"the signature says {list(spec.shape)}"))
-    found += _check_constraints(spec.name, array, constraints)
-    return found
+def _fits(want: tuple[int, ...], got: tuple[int, ...]) -> bool:
+    """Whether a shape fits a signature's (-1: any size)."""
+    if len(want) != len(got):
+        return False
+    for wanted, actual in zip(want, got, strict=True):  # noqa: SIM110 - a generator costs more
+        if wanted != actual and wanted != -1:
+            return False
+    return True
 
 
 def _non_finite(name: str, array: Array) -> list[Violation]:
-    if array.dtype.kind not in "fc":
-        return []
     bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-    if not bad:
-        return []
     return [Violation("nan", f"output {name!r} holds {bad} NaN or infinite value(s) of {array.size}")]
 
 
@@ -192,6 +193,8 @@ def _plain(value: Any) -> Any:
 def _cast(spec: TensorSpec, array: Array) -> Array:
     if spec.datatype == "BYTES":
         return np.asarray(array, dtype=object)
+    if array.dtype == DATATYPES[spec.datatype]:
+        return array
     try:
         with np.errstate(invalid="ignore"):  # NaN into an integer: already reported as "nan"
             return np.asarray(array).astype(DATATYPES[spec.datatype], copy=False)

@@ -101,6 +101,9 @@ class Metrics:
         self.inference_seconds = Histogram("model_manager_inference_seconds",
                                            "Time inside the model's runtime.", labels,
                                            buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self._requests: dict[tuple[VersionKey, str], Counter] = {}
+        self._latency: dict[VersionKey, Histogram] = {}
+        self._inference: dict[VersionKey, Histogram] = {}
         self.shadow_requests = Counter("model_manager_shadow_requests",
                                        "Shadow copies of requests: compared, failed or dropped.",
                                        [*labels, "outcome"], registry=self.registry)
@@ -184,11 +187,22 @@ class Metrics:
 
     def on_request(self, key: VersionKey, outcome: str, seconds: float,
                    inference: float | None) -> None:
-        model, version = key[0], str(key[1])
-        self.requests.labels(model, version, outcome).inc()
-        self.request_seconds.labels(model, version).observe(seconds)
+        # The labelled series are looked up once per version (and outcome), not per request:
+        # ``labels()`` costs more than the observation. None of them is ever removed.
+        requests = self._requests.get((key, outcome))
+        if requests is None:
+            requests = self._requests[key, outcome] = self.requests.labels(
+                key[0], str(key[1]), outcome)
+        requests.inc()
+        latency = self._latency.get(key)
+        if latency is None:
+            latency = self._latency[key] = self.request_seconds.labels(key[0], str(key[1]))
+        latency.observe(seconds)
         if inference is not None:
-            self.inference_seconds.labels(model, version).observe(inference)
+            inside = self._inference.get(key)
+            if inside is None:
+                inside = self._inference[key] = self.inference_seconds.labels(key[0], str(key[1]))
+            inside.observe(inference)
 
     def on_batch(self, key: VersionKey, rows: int) -> None:
         self.batch_rows.labels(key[0], str(key[1])).observe(rows)

@@ -112,6 +112,7 @@ class UsageRecorder:
         self._bursts: dict[VersionKey, float] = {}
         self._last_errors: dict[VersionKey, dict[str, str]] = {}
         self._recent = RecentUsage()
+        self._day: tuple[int, date] = (-1, date.min)
 
     def last_error(self, key: VersionKey, outcome: str | None = None) -> str | None:
         """The message of the version's latest server-side error (of one kind, if given)."""
@@ -135,11 +136,15 @@ class UsageRecorder:
     def record(self, key: VersionKey, outcome: str, seconds: float, inference: float | None,
                detail: str | None = None) -> None:
         at = self._clock()
-        day = datetime.fromtimestamp(at, UTC).date()
+        day = self._day_of(at)
         with self._lock:
-            counts = self._pending.setdefault((key[0], key[1], day), UsageCounts())
+            counts = self._pending.get((key[0], key[1], day))
+            if counts is None:
+                counts = self._pending[key[0], key[1], day] = UsageCounts()
             counts.add(outcome, seconds, inference, at)
-            window = self._windows.setdefault(key, collections.deque(maxlen=_WINDOW_CAP))
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = collections.deque(maxlen=_WINDOW_CAP)
             window.append((at, seconds, outcome))
             self._recent.add(key, outcome, seconds, inference, at)
             if outcome not in NOT_THE_MODELS:
@@ -148,6 +153,13 @@ class UsageRecorder:
         self._metrics.on_request(key, outcome, seconds, inference)
         if outcome not in NOT_THE_MODELS:
             self._check_burst(key, at)
+
+    def _day_of(self, at: float) -> date:
+        """The UTC day of ``at``; worked out once a day (Unix days are 86,400 s long)."""
+        number = int(at // 86400)
+        if number != self._day[0]:
+            self._day = (number, datetime.fromtimestamp(at, UTC).date())
+        return self._day[1]
 
     def on_batch(self, key: VersionKey, rows: int) -> None:
         """A dynamically batched prediction of ``rows`` rows ran."""
