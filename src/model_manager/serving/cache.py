@@ -32,8 +32,8 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Protocol
 
 import anyio.to_thread
@@ -179,19 +179,23 @@ class ModelCache:
 
     # ---- serving -----------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def acquire(self, version: VersionRecord) -> AsyncIterator[LoadedModel]:
-        """The loaded model for ``version``, loading it if needed; never unloaded under the block."""
+    def acquire(self, version: VersionRecord) -> Held:
+        """``async with`` it: the loaded model for ``version``, loading it if needed; never
+        unloaded under the block."""
+        return Held(self, version)
+
+    async def _hold(self, version: VersionRecord) -> LoadedModel:
         entry = await self.load(version)
         while entry.removed:  # evicted between its load and this request's turn
             entry = await self.load(version)
         entry.in_flight += 1
         entry.last_used = self._clock()
+        return entry
+
+    async def _release(self, entry: LoadedModel, exc: BaseException | None) -> None:
         try:
-            yield entry
-        except ModelCrashed as exc:
-            await self._crashed(entry, exc)
-            raise
+            if isinstance(exc, ModelCrashed):
+                await self._crashed(entry, exc)
         finally:
             entry.in_flight -= 1
             entry.last_used = self._clock()
@@ -462,3 +466,23 @@ class ModelCache:
             self._changed = asyncio.get_running_loop().create_future()
         with suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._changed), timeout)
+
+
+class Held:
+    """A model held for one ``async with`` block (``ModelCache.acquire``). A class, not a
+    generator context manager: every prediction goes through it."""
+
+    __slots__ = ("_cache", "_entry", "_version")
+
+    def __init__(self, cache: ModelCache, version: VersionRecord) -> None:
+        self._cache = cache
+        self._version = version
+        self._entry: LoadedModel  # set on entering
+
+    async def __aenter__(self) -> LoadedModel:
+        self._entry = await self._cache._hold(self._version)
+        return self._entry
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        traceback: object) -> None:
+        await self._cache._release(self._entry, exc)

@@ -8,12 +8,11 @@ is sent.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.to_thread
@@ -87,15 +86,19 @@ class PredictionRouter:
         first, as the key may be in it. The shadow job, if the policy samples any shadow, is
         for the caller to ``dispatch`` once the response is sent."""
         version, request, routes = await self._route(name, ref, decode, routing_key)
-        with self._usage.track((name, version.number)) as tracking, self._admitted(name):
-            request = request or decode()
-            async with self._cache.acquire(version) as model:
-                signature = model.runtime.signature
-                inputs = check_inputs(signature, request,
-                                      model.version.metadata.get(ALLOW_NON_FINITE) is True)
-                names = select_outputs(signature, request)
-                results = await self._run(model, inputs, names, tracking)
-            outputs = self._checked(model, names, results, tracking)
+        with self._usage.track((name, version.number)) as tracking:
+            self._admit(name)
+            try:
+                request = request or decode()
+                async with self._cache.acquire(version) as model:
+                    signature = model.runtime.signature
+                    inputs = check_inputs(signature, request,
+                                          model.version.metadata.get(ALLOW_NON_FINITE) is True)
+                    names = select_outputs(signature, request)
+                    results = await self._run(model, inputs, names, tracking)
+                outputs = self._checked(model, names, results, tracking)
+            finally:
+                self._in_progress[name] -= 1
         prediction_id = request.id or os.urandom(16).hex()  # as random as uuid4, cheaper
         logged = random.random() < self._settings.get(name).prediction_log_rate
         if logged:
@@ -106,19 +109,15 @@ class PredictionRouter:
         return request, InferenceResponse(name, version.number, tuple(outputs),
                                           prediction_id), job
 
-    @contextlib.contextmanager
-    def _admitted(self, name: str) -> Iterator[None]:
-        """Count the request against its model's limit of requests running and queued; past
-        it, 429 (the other models are not held up by this one's backlog)."""
+    def _admit(self, name: str) -> None:
+        """Count the request against its model's limit of requests running and queued (the
+        caller counts it out); past it, 429 (the other models are not held up by this one's
+        backlog)."""
         in_progress = self._in_progress.get(name, 0)
         if in_progress >= self._max_in_progress:
             raise Saturated(f"model {name!r} has {in_progress} requests running or queued, its "
                             f"limit (--model-concurrency + --model-queue); retry shortly")
         self._in_progress[name] = in_progress + 1
-        try:
-            yield
-        finally:
-            self._in_progress[name] -= 1
 
     def is_busy(self, name: str) -> bool:
         """Whether the model's requests are queueing (its shadow copies are then shed)."""

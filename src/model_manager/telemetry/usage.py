@@ -16,8 +16,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -58,15 +57,33 @@ def outcome_of(exc: BaseException) -> str:
     return "runtime_error"
 
 
-@dataclasses.dataclass
 class Tracking:
-    """One prediction being counted; the router marks inference time and flagged outputs."""
+    """One prediction being counted, as a ``with`` block: its outcome is the exception that
+    leaves the block, if any; the router marks inference time and flagged outputs. (A class,
+    not a generator context manager: it runs on every request.)"""
 
-    started: float
-    inference: float | None = None
-    outcome: str = "ok"
-    detail: str | None = None
-    """What was wrong, for a failed or flagged prediction."""
+    __slots__ = ("_key", "_recorder", "detail", "inference", "outcome", "started")
+
+    def __init__(self, recorder: UsageRecorder, key: VersionKey) -> None:
+        self._recorder = recorder
+        self._key = key
+        self.started = 0.0
+        self.inference: float | None = None
+        self.outcome = "ok"
+        self.detail: str | None = None
+        """What was wrong, for a failed or flagged prediction."""
+
+    def __enter__(self) -> Tracking:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: Any) -> None:
+        if isinstance(exc, Exception):
+            self.outcome = outcome_of(exc)
+            self.detail = getattr(exc, "message", str(exc))
+        self._recorder.record(self._key, self.outcome, time.perf_counter() - self.started,
+                              self.inference, self.detail)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,19 +136,10 @@ class UsageRecorder:
         with self._lock:
             return self._last_errors.get(key, {}).get(outcome or "*")
 
-    @contextmanager
-    def track(self, key: VersionKey) -> Iterator[Tracking]:
-        """Count the prediction in the block: its outcome from the exception it raises, if any."""
-        tracking = Tracking(started=time.perf_counter())
-        try:
-            yield tracking
-        except Exception as exc:
-            tracking.outcome = outcome_of(exc)
-            tracking.detail = getattr(exc, "message", str(exc))
-            raise
-        finally:
-            self.record(key, tracking.outcome, time.perf_counter() - tracking.started,
-                        tracking.inference, tracking.detail)
+    def track(self, key: VersionKey) -> Tracking:
+        """Count the prediction in the ``with`` block: its outcome from the exception it raises,
+        if any."""
+        return Tracking(self, key)
 
     def record(self, key: VersionKey, outcome: str, seconds: float, inference: float | None,
                detail: str | None = None) -> None:

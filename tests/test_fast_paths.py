@@ -1,0 +1,130 @@
+"""The request path's shortcuts answer exactly as the general path they skip, on random input.
+
+- JSON data for a floating-point input is converted once, from the parsed array, rather than a
+  second time from the list: same values, same dtype, same refusals.
+- An output already of its signature's dtype is not cast, and the NaN count runs only when an
+  output is not all finite: same outputs, same violations.
+- Shapes are compared by a loop rather than a generator: same verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model_manager.api.codec import TensorLimits, tensor_from_json
+from model_manager.errors import InvalidInput, InvalidOutput
+from model_manager.runtimes import Signature, TensorSpec
+from model_manager.runtimes.signature import DATATYPES
+from model_manager.serving.validation import OutputRules, Violation, _fits, check_outputs
+
+FLOATS = ("FP16", "FP32", "FP64")
+NUMBERS = st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                    st.booleans(), st.sampled_from([0, 1, -1, 2**53 + 1, 2**63, 2**64 - 1]))
+
+
+def general_tensor(datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray | str:
+    """What the codec did before the shortcut: check the kinds, then convert from the list."""
+    try:
+        raw = np.asarray(data)
+        if raw.size and raw.dtype.kind not in "uif":
+            return "refused"
+        array = np.asarray(data, dtype=DATATYPES[datatype]) if raw.size else raw.astype(
+            DATATYPES[datatype])
+    except (ValueError, TypeError, OverflowError):
+        return "refused"
+    return array.reshape(shape) if array.size == math.prod(shape) else "refused"
+
+
+def fast_tensor(datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray | str:
+    try:
+        return tensor_from_json("x", datatype, shape, data, TensorLimits())
+    except InvalidInput:
+        return "refused"
+
+
+@settings(max_examples=300, deadline=None)
+@given(datatype=st.sampled_from(FLOATS), rows=st.integers(0, 3), columns=st.integers(1, 4),
+       values=st.lists(NUMBERS, min_size=0, max_size=12), nested=st.booleans())
+def test_float_json_data_converts_as_the_general_path(datatype: str, rows: int, columns: int,
+                                                      values: list[Any], nested: bool) -> None:
+    values = values[:rows * columns]
+    shape = (rows, columns)
+    data: Any = values
+    if nested and len(values) == rows * columns:
+        data = [values[i * columns:(i + 1) * columns] for i in range(rows)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow into FP16/FP32 warns alike
+        want, got = general_tensor(datatype, shape, data), fast_tensor(datatype, shape, data)
+    if isinstance(want, str) or isinstance(got, str):
+        assert want == got
+        return
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got, want, equal_nan=True)
+
+
+def general_outputs(signature: Signature, rules: OutputRules, names: list[str],
+                    results: dict[str, np.ndarray]) -> tuple[list[Any], list[Violation]]:
+    """check_outputs as it was: count NaNs and cast every output, shapes by a generator."""
+    specs = {spec.name: spec for spec in signature.outputs}
+    outputs, violations = [], []
+    for name in names:
+        raw = np.asarray(results[name])
+        if raw.dtype.kind in "fc":
+            bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
+            if bad:
+                violations.append(Violation("nan", f"output {name!r} holds {bad} NaN or infinite "
+                                                   f"value(s) of {raw.size}"))
+        try:
+            with np.errstate(invalid="ignore"):
+                array = raw.astype(DATATYPES[specs[name].datatype], copy=False)
+        except (TypeError, ValueError):
+            raise InvalidOutput("cast") from None
+        spec = specs[name]
+        fits = len(array.shape) == len(spec.shape) and all(
+            want in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True))
+        if not fits:
+            violations.append(Violation("signature", f"output {name!r} has shape "
+                                                     f"{list(array.shape)}, the signature says "
+                                                     f"{list(spec.shape)}"))
+        outputs.append((name, spec.datatype, array))
+    return outputs, violations
+
+
+NUMERIC = [d for d in DATATYPES if d not in ("BYTES", "BOOL")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(declared=st.sampled_from(NUMERIC), produced=st.sampled_from(NUMERIC),
+       shape=st.lists(st.integers(0, 3), min_size=1, max_size=3),
+       declared_shape=st.lists(st.sampled_from([-1, 0, 1, 2, 3]), min_size=1, max_size=3),
+       specials=st.lists(st.sampled_from([np.nan, np.inf, -np.inf, 0.5, 7.0]), max_size=3))
+def test_outputs_are_checked_as_the_general_path(declared: str, produced: str, shape: list[int],
+                                                 declared_shape: list[int],
+                                                 specials: list[float]) -> None:
+    values = np.arange(math.prod(shape), dtype=np.float64)
+    values[:len(specials)] = specials[:values.size]
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", over="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = values.reshape(shape).astype(DATATYPES[produced])
+        signature = Signature((TensorSpec("x", "FP32", (-1,)),),
+                              (TensorSpec("y", declared, tuple(declared_shape)),))
+        rules = OutputRules.from_metadata({})
+        want = general_outputs(signature, rules, ["y"], {"y": result})
+        outputs, violations = check_outputs(signature, rules, ["y"], {"y": result})
+    assert violations == want[1]
+    (name, datatype, array), = want[0]
+    assert (outputs[0].name, outputs[0].datatype) == (name, datatype)
+    assert outputs[0].data.dtype == array.dtype
+    assert np.array_equal(outputs[0].data, array, equal_nan=True)
+
+
+@given(want=st.lists(st.integers(-1, 3), max_size=4), got=st.lists(st.integers(0, 3), max_size=4))
+def test_shapes_fit_as_the_general_rule(want: list[int], got: list[int]) -> None:
+    general = len(want) == len(got) and all(w in (-1, g) for w, g in zip(want, got, strict=True))
+    assert _fits(tuple(want), tuple(got)) == general
