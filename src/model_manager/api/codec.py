@@ -103,8 +103,25 @@ def dump_json(doc: dict[str, Any], outputs: tuple[InferOutput, ...]) -> bytes:
     turn into null."""
     finite = all(o.data.dtype.kind != "f" or bool(np.isfinite(o.data).all()) for o in outputs)
     if finite:
-        return orjson.dumps(doc)
-    return json.dumps(doc, separators=(",", ":")).encode()
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(doc, separators=(",", ":"), default=_listed).encode()
+
+
+def _listed(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_data(array: Array) -> Any:
+    """A tensor's elements for a JSON ``data`` list: the flat array itself where orjson writes
+    it exactly as Python numbers (64-bit floats, integers, booleans: no list built), else a list
+    (orjson would write a 32-bit float as its shortest 32-bit form, not as the double clients
+    have always been sent)."""
+    flat = array.ravel()
+    if flat.dtype.isnative and (flat.dtype.kind in "biu" or flat.dtype == np.float64):
+        return flat
+    return flat.tolist()
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -328,7 +345,7 @@ def _encode_output(output: InferOutput, binary: bool, chunks: list[bytes]) -> di
     elif output.datatype == "BYTES":
         doc["data"] = [_to_text(v) for v in output.data.ravel()]
     else:
-        doc["data"] = output.data.ravel().tolist()
+        doc["data"] = json_data(output.data)
     return doc
 
 
