@@ -25,6 +25,7 @@ from model_manager.serving.batching import Batcher, BatchPolicy
 from model_manager.serving.cache import LoadedModel, ModelCache
 from model_manager.serving.inference import InferenceRequest, InferenceResponse, InferOutput
 from model_manager.serving.model_settings import SettingsCache
+from model_manager.serving.placement import INLINE_MAX_ELEMENTS, Placement
 from model_manager.serving.routes import ModelRoutes, RouteTable
 from model_manager.serving.shadow import ShadowDispatcher, ShadowJob
 from model_manager.serving.validation import (
@@ -37,11 +38,6 @@ from model_manager.serving.validation import (
 from model_manager.telemetry import PredictionLog
 from model_manager.telemetry.usage import Tracking, UsageRecorder
 from model_manager.types import Array, Tensors, VersionKey
-
-INLINE_BELOW = 200e-6
-"""A version whose predictions take less than this (on average) runs on the event loop..."""
-INLINE_MAX_ELEMENTS = 4096
-"""...for requests of at most this many input elements."""
 
 
 class PredictionRouter:
@@ -63,8 +59,8 @@ class PredictionRouter:
         self._in_progress: dict[str, int] = {}
         """Predictions running in worker threads at once, over all versions: as many as there
         are cores, since more would only take turns on them."""
-        self._costs: dict[VersionKey, float] = {}
-        """Moving average of each version's inference seconds."""
+        self._placements: dict[VersionKey, Placement] = {}
+        """Where each version's predictions run (``placement``)."""
         self._batchers: dict[VersionKey, tuple[LoadedModel, Batcher]] = {}
         self._rules: dict[VersionKey, OutputRules] = {}
 
@@ -148,21 +144,24 @@ class PredictionRouter:
     async def _run(self, model: LoadedModel, inputs: Tensors, names: Sequence[str],
                    tracking: Tracking) -> dict[str, Array]:
         """Run the model: on the event loop when it is known to take microseconds (a trip to a
-        worker thread would cost more than the prediction), else in a worker thread, bounded
-        per version, with the prediction timeout."""
-        cost = self._costs.get(model.key)
+        worker thread would cost more than the prediction; ``Placement`` decides), else in a
+        worker thread, bounded per version, with the prediction timeout."""
+        placement = self._placements.get(model.key)
+        if placement is None:
+            placement = self._placements[model.key] = Placement()
         batcher = self._batcher(model)
         if batcher is not None:
             results, seconds = await batcher.predict(inputs, names)
-        elif cost is not None and cost < INLINE_BELOW and _elements(inputs) <= INLINE_MAX_ELEMENTS \
+        elif placement.inline and _elements(inputs) <= INLINE_MAX_ELEMENTS \
                 and not is_out_of_process(model.runtime):
             results, seconds = _timed(model.runtime, inputs, names)
+            placement.ran_inline(seconds)
         elif (predict_async := getattr(model.runtime, "predict_async", None)) is not None:
             results, seconds = await self._awaited(model, predict_async, inputs, names)
         else:
             results, seconds = await self._in_thread(model, inputs, names)
+            placement.ran_in_thread(seconds)
         tracking.inference = seconds
-        self._costs[model.key] = seconds if cost is None else 0.8 * cost + 0.2 * seconds
         return results
 
     def _batcher(self, model: LoadedModel) -> Batcher | None:
