@@ -108,6 +108,10 @@ class Death:
     passive: str
     """``killed by SIGSEGV``, ..., for "the model's loader was ..."."""
 
+    @classmethod
+    def no_answer(cls, limit: float) -> Death:
+        return cls(f"no answer within {limit:g}s", f"stopped after no answer within {limit:g}s")
+
 
 class ProcessDied(Exception):
     def __init__(self, death: Death, stage: str) -> None:
@@ -156,8 +160,7 @@ class ModelProcess:
         try:
             self._conn.send((command, *args))
             if not self._conn.poll(limit):
-                self._kill(Death(f"no answer within {limit:g}s",
-                                 f"stopped after no answer within {limit:g}s"))
+                self._kill(Death.no_answer(limit))
             reply = self._conn.recv()
         except (EOFError, OSError):
             raise ProcessDied(self._ended(), command) from None
@@ -188,8 +191,7 @@ class ModelProcess:
             return answer
         limit = self._limits.timeout
         fd = self._conn.fileno()
-        timer = loop.call_later(limit, self._kill, Death(
-            f"no answer within {limit:g}s", f"stopped after no answer within {limit:g}s"))
+        timer = loop.call_later(limit, self._kill, Death.no_answer(limit))
 
         def on_reply() -> None:
             loop.remove_reader(fd)
