@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,14 @@ import pytest
 
 from model_manager.errors import InvalidArtifact, ModelCrashed, ModelError
 from model_manager.runtimes import LoadOptions, Signature, TensorSpec, get_format
-from model_manager.runtimes.remote import Isolation, check_upload, load_remote
+from model_manager.runtimes.remote import (
+    Isolation,
+    ModelProcess,
+    ProcessDied,
+    ProcessLimits,
+    check_upload,
+    load_remote,
+)
 from model_manager.runtimes.tensors_shm import TensorReader, TensorWriter
 from tests.conftest import IrisFiles
 
@@ -190,3 +198,33 @@ async def test_a_crash_during_an_awaited_call_is_reported_and_leaves_no_segment(
         sleepy.predict(row(2), ["prediction"])
     sleepy.unload()
     assert not any(segment.exists() for segment in segments)
+
+
+def test_a_death_is_named_while_other_threads_ask_after_the_process(tmp_path: Path) -> None:
+    """The exit status comes once through the fork server's pipe: threads asking after the
+    process's memory while the caller learns of its death must not leave "exit code 255"."""
+    path = tmp_path / "crash.joblib"
+    joblib.dump(SegfaultOnLoad(), path)
+    options = LoadOptions(allow_pickle=True)
+    deaths = []
+    for _ in range(10):
+        process = ModelProcess(ProcessLimits(2 * 1024**3, 30))
+        asking = threading.Event()
+
+        def ask(process: ModelProcess = process, asking: threading.Event = asking) -> None:
+            while not asking.is_set():
+                process.resident_bytes()
+
+        askers = [threading.Thread(target=ask) for _ in range(2)]
+        for asker in askers:
+            asker.start()
+        try:
+            with pytest.raises(ProcessDied) as died:
+                process.call("load", str(path), "sklearn", options, None)
+            deaths.append(died.value.death.cause)
+        finally:
+            asking.set()
+            for asker in askers:
+                asker.join()
+            process.stop()
+    assert deaths == ["SIGSEGV"] * 10

@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.context
 import signal
 import threading
@@ -49,6 +50,11 @@ WATCH_INTERVAL = 0.05
 TURN_POLL = 0.001
 """Seconds between looks at a runtime that a thread's call (a shadow, a batch) holds, while a
 call from the event loop waits for its turn."""
+
+_REAPING = threading.Lock()
+"""Held to ask whether a model process lives (as starting any process does for all of them):
+its exit status comes once through the fork server's pipe, and two threads reading it at once
+leave one with "exit code 255" in place of the real status."""
 
 ISOLATE_MODES = ("untrusted", "all", "none")
 MIN_DEFAULT_MEMORY = 2 * 1024**3
@@ -130,7 +136,8 @@ class ModelProcess:
         self._process = _context().Process(target=_serve, args=(child_end,), daemon=True,
                                            name="model")
         try:
-            self._process.start()
+            with _REAPING:  # starting a process asks after every other one
+                self._process.start()
         except (EOFError, OSError) as exc:  # the fork server died or cannot fork
             self._conn.close()
             raise errors.Unavailable(f"a model process could not be started ({type(exc).__name__}: "
@@ -236,38 +243,47 @@ class ModelProcess:
 
     def resident_bytes(self) -> int:
         """Memory that goes back to the system when the process exits (its private pages)."""
-        return _private_bytes(self._process.pid) if self._process.is_alive() else 0
+        return _private_bytes(self._process.pid) if self._alive() else 0
 
     def stop(self) -> None:
         """End the process (asked first, then killed) and free what it holds."""
         self._stopped.set()
-        if self._process.is_alive() and self._death is None:
+        if self._alive() and self._death is None:
             with contextlib.suppress(OSError):
                 self._conn.send(("exit",))
-            self._process.join(2)
-        if self._process.is_alive():
+            self._join(2)
+        if self._alive():
             self._process.kill()
-        self._process.join(5)
+        self._join(5)
         self._conn.close()
 
     def _kill(self, death: Death) -> None:
         with self._lock:
             if self._death is None:
                 self._death = death
-        if self._process.is_alive():
-            self._process.kill()
+        self._process.kill()  # no liveness check: that could wait on a thread's join
+
+    def _alive(self) -> bool:
+        with _REAPING:
+            return self._process.is_alive()
+
+    def _join(self, timeout: float) -> int | None:
+        """Wait for the process to end; its exit code, or None if it still runs."""
+        multiprocessing.connection.wait([self._process.sentinel], timeout)
+        with _REAPING:
+            return self._process.exitcode
 
     def _ended(self) -> Death:
-        self._process.join(5)
+        exitcode = self._join(5)
         with self._lock:
             if self._death is None:
-                self._death = _death_of(self._process.exitcode)
+                self._death = _death_of(exitcode)
             return self._death
 
     def _watch(self) -> None:
         """Kill the process once its memory passes the limit."""
         pid = self._process.pid
-        while not self._stopped.wait(WATCH_INTERVAL) and self._process.is_alive():
+        while not self._stopped.wait(WATCH_INTERVAL) and self._alive():
             used = _private_bytes(pid)
             if used > self._limits.memory:
                 limit = human_size(self._limits.memory)
