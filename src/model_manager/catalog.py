@@ -32,6 +32,7 @@ from model_manager.errors import (
 from model_manager.probes import Probe
 from model_manager.registry import Registry, VersionRecord, check_model_name
 from model_manager.runtimes import LoadOptions, Runtime, Signature, check_archive, detect_format, get_format
+from model_manager.runtimes.huggingface import options_signature
 from model_manager.runtimes.remote import Isolation, check_upload, load_remote
 from model_manager.serving.batching import BatchPolicy
 from model_manager.serving.validation import ALLOW_NON_FINITE, OutputRules
@@ -119,6 +120,8 @@ class Catalog:
         try:
             check_archive(staged.path, self.max_unpacked_size)
             fmt = detect_format(staged.path, filename, format)
+            if fmt.name == "huggingface" and override is None:
+                override = options_signature(metadata)
             signature, twin, compiled = self._check(staged, fmt.name, override, probe, compile)
             if compiled is not None:
                 metadata["compiled"] = compiled
@@ -253,6 +256,7 @@ def _checked_metadata(
         BatchPolicy.from_json(metadata["batching"])
     if not isinstance(metadata.get(ALLOW_NON_FINITE, False), bool):
         raise InvalidArtifact(f"metadata {ALLOW_NON_FINITE!r} must be true or false")
+    options_signature(metadata)
     return metadata, override, probe
 
 

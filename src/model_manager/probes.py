@@ -71,6 +71,11 @@ def _difference(name: str, got: Array, want: Array, tolerance: float) -> str | N
         if not diff <= tolerance:  # NaN compares false: a NaN output fails
             return f"output {name!r} differs from the expected by up to {diff:.6g} (tolerance {tolerance})"
         return None
-    if [str(v) for v in got.ravel()] != [str(v) for v in want.ravel()]:
+    if [_text(v) for v in got.ravel()] != [_text(v) for v in want.ravel()]:
         return f"output {name!r} is {got.ravel().tolist()[:5]}, expected {want.ravel().tolist()[:5]}"
     return None
+
+
+def _text(value: object) -> str:
+    """A label as text: BYTES outputs hold bytes, and JSON gives the expected ones as strings."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -20,11 +20,12 @@ import tritonclient.http as triton
 from tritonclient.utils import np_to_triton_dtype
 
 from tests.support import ServerProcess, push
+from tests.text_models import build
 
 ROOT = Path(__file__).resolve().parents[2]
 TF_PYTHON = ROOT / ".venv-tf" / "bin" / "python"
 TF_SCRIPT = ROOT / "tests" / "fixtures" / "make_tf_keras_h5.py"
-FORMATS = ("onnx", "sklearn", "keras", "torch", "xgboost", "lightgbm")
+FORMATS = ("onnx", "sklearn", "keras", "torch", "xgboost", "lightgbm", "huggingface")
 
 pytestmark = [
     # Keras 3 on JAX saving weights: numpy 2 warns about a jax-side __array__ without `copy`.
@@ -378,7 +379,8 @@ def test_formats_command_lists_every_format_as_available(server: ServerProcess) 
 
 
 def test_formats_whose_framework_is_missing(tmp_path: Path, models: Path) -> None:
-    """A server where keras and torch cannot be imported says so, and refuses their models."""
+    """A server where keras, torch and tokenizers cannot be imported says so, and refuses their
+    models."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
@@ -387,13 +389,13 @@ def test_formats_whose_framework_is_missing(tmp_path: Path, models: Path) -> Non
         "class Uninstalled(machinery.PathFinder):\n"
         "    @classmethod\n"
         "    def find_spec(cls, name, path=None, target=None):\n"
-        "        if name.partition('.')[0] not in ('keras', 'torch'):\n"
+        "        if name.partition('.')[0] not in ('keras', 'torch', 'tokenizers'):\n"
         "            return machinery.PathFinder.find_spec(name, path, target)\n"
         "sys.meta_path[sys.meta_path.index(machinery.PathFinder)] = Uninstalled\n")
     server = ServerProcess(tmp_path / "var", env={"PYTHONPATH": str(site)})
     try:
         rows = format_rows(server)
-        for fmt in ("keras", "torch"):
+        for fmt in ("keras", "torch", "huggingface"):
             assert " no " in rows[fmt] and f"install ml-model-manager[{fmt}]" in rows[fmt], rows[fmt]
         for fmt in ("onnx", "sklearn", "xgboost", "lightgbm"):
             assert " yes" in rows[fmt] and "install" not in rows[fmt], rows[fmt]
@@ -401,7 +403,9 @@ def test_formats_whose_framework_is_missing(tmp_path: Path, models: Path) -> Non
         folder.mkdir()
         with httpx.Client(base_url=server.url, timeout=60) as http:
             for name, path, extra in [("k", keras_functional(folder, ".keras").path, "keras"),
-                                      ("t", torch_export(folder).path, "torch")]:
+                                      ("t", torch_export(folder).path, "torch"),
+                                      ("h", build("text-classification", folder / "h").zip_path,
+                                       "huggingface")]:
                 response = push(http, name, path)
                 assert response.status_code == 400, response.text
                 assert f"install ml-model-manager[{extra}]" in response.json()["error"]

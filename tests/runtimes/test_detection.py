@@ -59,6 +59,7 @@ def test_format_from_name_and_from_contents(files: dict[str, Path], kind: str,
 
 def test_format_table_lists_every_format_with_its_extra() -> None:
     table = {row["format"]: row for row in format_table()}
-    assert set(table) == set(FORMATS) == {"onnx", "sklearn", "keras", "torch", "xgboost", "lightgbm"}
+    assert set(table) == set(FORMATS) == {"onnx", "sklearn", "keras", "torch", "xgboost", "lightgbm",
+                                          "huggingface"}
     assert table["keras"]["extra"] == "keras" and table["onnx"]["extra"] is None
     assert all(row["available"] for row in table.values())

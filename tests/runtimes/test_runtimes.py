@@ -265,7 +265,7 @@ def test_detect_format_of_unknown_bytes_is_unsupported(tmp_path: Path) -> None:
 
 def test_unknown_declared_format_is_unsupported(iris: IrisFiles) -> None:
     with pytest.raises(UnsupportedFormat,
-                       match="known formats: keras, lightgbm, onnx, sklearn, torch, xgboost"):
+                       match="known formats: huggingface, keras, lightgbm, onnx, sklearn, torch, xgboost"):
         detect_format(iris.onnx, "iris.onnx", "tensorflow")
     with pytest.raises(UnsupportedFormat):
         get_format("pytorch")
@@ -274,4 +274,4 @@ def test_unknown_declared_format_is_unsupported(iris: IrisFiles) -> None:
 def test_formats_name_their_platform() -> None:
     assert {name: fmt.platform for name, fmt in FORMATS.items()} == {
         "onnx": "onnxruntime_onnx", "sklearn": "sklearn", "keras": "keras", "torch": "pytorch",
-        "xgboost": "xgboost", "lightgbm": "lightgbm"}
+        "xgboost": "xgboost", "lightgbm": "lightgbm", "huggingface": "huggingface_onnx"}

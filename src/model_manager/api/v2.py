@@ -107,5 +107,8 @@ def metadata_of(version: VersionRecord, served: list[str]) -> dict[str, Any]:
     fmt = FORMATS.get(version.format)
     platform = fmt.platform if fmt is not None else version.format
     signature = version.signature.to_json()
-    return {"name": version.model, "versions": served, "platform": platform,
-            "inputs": signature["inputs"], "outputs": signature["outputs"]}
+    metadata = {"name": version.model, "versions": served, "platform": platform,
+                "inputs": signature["inputs"], "outputs": signature["outputs"]}
+    if "parameters" in signature:
+        metadata["parameters"] = signature["parameters"]
+    return metadata

@@ -10,6 +10,7 @@ from pathlib import Path
 from model_manager.errors import InvalidArtifact, UnsupportedFormat
 from model_manager.runtimes.archive import check_archive
 from model_manager.runtimes.base import LoadOptions, ModelFormat, Runtime
+from model_manager.runtimes.huggingface import HuggingFaceFormat
 from model_manager.runtimes.keras import KerasFormat
 from model_manager.runtimes.lightgbm import LightGBMFormat
 from model_manager.runtimes.onnx import OnnxFormat
@@ -41,7 +42,8 @@ def format_table() -> list[dict[str, object]]:
 
 # Sniffing tries them in this order; frameworks are imported only when a model of theirs loads.
 FORMATS: dict[str, ModelFormat] = {f.name: f for f in (
-    OnnxFormat(), SklearnFormat(), KerasFormat(), TorchFormat(), XGBoostFormat(), LightGBMFormat())}
+    OnnxFormat(), SklearnFormat(), KerasFormat(), TorchFormat(), XGBoostFormat(), LightGBMFormat(),
+    HuggingFaceFormat())}
 
 
 def get_format(name: str) -> ModelFormat:

@@ -77,16 +77,29 @@ class Signature:
 
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    """What else a format says of the model (a text model's task and labels), as JSON values."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"inputs": [t.to_json() for t in self.inputs],
-                "outputs": [t.to_json() for t in self.outputs]}
+        data: dict[str, Any] = {"inputs": [t.to_json() for t in self.inputs],
+                                "outputs": [t.to_json() for t in self.outputs]}
+        if self.parameters:
+            data["parameters"] = dict(self.parameters)
+        return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Signature:
+    def from_json(cls, data: Mapping[str, Any], parameters_only: bool = False) -> Signature:
+        """``parameters_only``: also take a signature of parameters and no tensors (a load's
+        options, passed to a process of its own)."""
         if not isinstance(data, Mapping):
             raise InvalidArtifact("a signature is an object with 'inputs' and 'outputs' lists")
-        return cls(_specs(data.get("inputs", []), "inputs"), _specs(data.get("outputs", []), "outputs"))
+        parameters = data.get("parameters") or {}
+        if not isinstance(parameters, Mapping):
+            raise InvalidArtifact("a signature's 'parameters' must be an object")
+        if parameters_only and not data.get("inputs") and not data.get("outputs"):
+            return cls((), (), dict(parameters))
+        return cls(_specs(data.get("inputs", []), "inputs"),
+                   _specs(data.get("outputs", []), "outputs"), dict(parameters))
 
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]

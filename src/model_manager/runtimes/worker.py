@@ -56,7 +56,8 @@ class _Model:
                 signature: dict[str, Any] | None) -> dict[str, Any]:
         from model_manager.runtimes import get_format
 
-        override = Signature.from_json(signature) if signature is not None else None
+        override = (Signature.from_json(signature, parameters_only=True) if signature is not None
+                    else None)
         self._runtime = get_format(format_name).load(Path(path), options, override)
         return self._runtime.signature.to_json()
 

@@ -44,7 +44,7 @@ _NOT_JUDGED = frozenset({"bad_input", "unavailable"})
 
 def outcome_of(exc: BaseException) -> str:
     """The error kind a failed prediction counts as."""
-    if isinstance(exc, errors.InvalidInput):
+    if isinstance(exc, errors.InvalidInput | errors.TooLarge):  # the caller's, not the model's
         return "bad_input"
     if isinstance(exc, errors.Unreachable):  # the registry or the store, not the model
         return "unavailable"
