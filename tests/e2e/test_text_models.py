@@ -172,6 +172,14 @@ def test_kserve_v1_instances_are_texts(client: httpx.Client,
     assert np.allclose([p["probabilities"] for p in predictions], want, atol=1e-4)
 
 
+def test_the_cli_predicts_from_a_list_of_texts(server: ServerProcess,
+                                              models: dict[str, TextModel]) -> None:
+    want = reference_scores(models["text-classification"], TEXTS[:2])
+    printed = json.loads(server.cli("predict", "sentiment", "--input", json.dumps(TEXTS[:2])).stdout)
+    assert printed["outputs"]["label"] == [LABELS[int(np.argmax(w))] for w in want]
+    assert np.allclose(printed["outputs"]["probabilities"], want, atol=1e-4)
+
+
 def test_a_golden_probe_compares_text_labels(client: httpx.Client,
                                              models: dict[str, TextModel]) -> None:
     want = LABELS[int(np.argmax(reference_scores(models["text-classification"], TEXTS[:1])[0]))]

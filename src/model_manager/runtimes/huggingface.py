@@ -193,7 +193,10 @@ class TextModel:
     def run(self, texts: list[str], pairs: list[str] | None,
             outputs: Sequence[str]) -> dict[str, Array]:
         batch = list(zip(texts, pairs, strict=True)) if pairs is not None else texts
-        encodings = self.tokenizer.encode_batch(batch)
+        if self.task == "token-classification":  # only it needs the character offsets
+            encodings = self.tokenizer.encode_batch(batch)
+        else:
+            encodings = self.tokenizer.encode_batch_fast(batch)
         ids = np.array([e.ids for e in encodings])
         mask = np.array([e.attention_mask for e in encodings])
         columns = {"input_ids": ids, "attention_mask": mask,
