@@ -111,6 +111,24 @@ def test_binary_bytes_through_tritonclient_equal_the_pipeline(
     assert np.allclose(result.as_numpy("probabilities"), want, atol=1e-4)
 
 
+def test_embeddings_and_token_labels_over_binary_bytes(server: ServerProcess,
+                                                       models: dict[str, TextModel]) -> None:
+    triton_client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    text = triton.InferInput("text", [len(TEXTS)], "BYTES")
+    text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object),
+                             binary_data=True)
+    embedded = triton_client.infer("embed", [text], outputs=[
+        triton.InferRequestedOutput("embedding", binary_data=True)]).as_numpy("embedding")
+    reference = [np.asarray(s[0]).mean(axis=0) for s in models["feature-extraction"].pipeline()(TEXTS)]
+    assert embedded.dtype == np.float32 and np.allclose(embedded, reference, atol=1e-4)
+    rows = triton_client.infer("ner", [text], outputs=[
+        triton.InferRequestedOutput("entities", binary_data=True)]).as_numpy("entities")
+    for row, want in zip(rows, models["token-classification"].pipeline()(TEXTS), strict=True):
+        named = [e for e in json.loads(row) if e["label"] != "O"]
+        assert [(e["label"], e["start"], e["end"]) for e in named] == \
+            [(w["entity"], w["start"], w["end"]) for w in want]
+
+
 def test_embeddings_and_token_labels_equal_the_pipeline(client: httpx.Client,
                                                         models: dict[str, TextModel]) -> None:
     reference = [np.asarray(s[0]).mean(axis=0) for s in models["feature-extraction"].pipeline()(TEXTS)]
