@@ -44,7 +44,8 @@ from model_manager.errors import ModelManagerError, Unreachable
 from model_manager.fleet import HEARTBEAT, Fleet, Holding, address_of, replica_id
 from model_manager.governance import Governance, Limits
 from model_manager.health import HealthMonitor, Thresholds
-from model_manager.registry import Registry
+from model_manager.notify import HealthWatch, Notifier
+from model_manager.registry import Registry, VersionRecord
 from model_manager.runtimes import LoadOptions
 from model_manager.runtimes.remote import ForkServer, Isolation
 from model_manager.serving import LoadedModel, ModelCache, PredictionRouter, VersionLifecycle
@@ -75,6 +76,8 @@ log = logging.getLogger(__name__)
 
 _SETTINGS_REFRESH = 2.0
 """Seconds between re-reads of per-model settings (other replicas may change them)."""
+_NOTIFY_EVERY = 1.0
+"""Seconds between rounds of notification delivery."""
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -125,6 +128,11 @@ def create_app(settings: Settings) -> ASGIApp:
     fleet = Fleet(registry, address_of(settings.host, settings.port), settings.memory_budget,
                   functools.partial(_holdings, cache, siblings),
                   replica_id(os.environ.get(workers.RUN_DIR_ENV)))
+    notifier = Notifier(registry, model_settings, fleet.id,
+                        f"http://{address_of(settings.host, settings.port)}", clock=clock)
+    events.listeners.append(notifier.on_event)
+    health_watch = HealthWatch(notifier, model_settings, functools.partial(_live_versions, registry),
+                               health.version_health)
     writers: dict[str, WriteBehind] = {"usage": usage, "shadow": shadow_stats,
                                        "predictions": predictions, "audit": audit}
     metrics.watch_registry(lambda: float(registry.status.is_up), registry.status.down_seconds,
@@ -171,7 +179,10 @@ def create_app(settings: Settings) -> ASGIApp:
                  asyncio.create_task(_every(settings.guard_interval, once, guard.check)),
                  asyncio.create_task(_every(HEARTBEAT, once, functools.partial(
                      anyio.to_thread.run_sync, fleet.beat))),
-                 asyncio.create_task(_every(metrics.PUBLISH_EVERY, _in_thread, metrics.publish))]
+                 asyncio.create_task(_every(metrics.PUBLISH_EVERY, _in_thread, metrics.publish)),
+                 asyncio.create_task(_every(_NOTIFY_EVERY, notifier.deliver)),
+                 asyncio.create_task(_every(settings.guard_interval, _in_thread,
+                                            health_watch.check))]
         if settings.idle_unload > 0:
             tasks.append(asyncio.create_task(
                 _every(min(settings.idle_unload / 4, 30.0), cache.unload_idle, settings.idle_unload)))
@@ -194,6 +205,7 @@ def create_app(settings: Settings) -> ASGIApp:
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_timeout)
             await shadows.close()
+            await notifier.close()
             try:
                 await _flush(*flushed)
             except Unreachable as exc:
@@ -216,7 +228,8 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(management_routes(catalog, lifecycle, cache, usage, health, whole, fleet,
                                          siblings))
     app.include_router(replica_routes(fleet))
-    app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions))
+    app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions,
+                                         notifier, health_watch))
     app.include_router(governance_routes(governance, lifecycle, catalog, disks))
     app.include_router(keys_routes(keys))
     app.include_router(memory_routes(whole))
@@ -371,3 +384,7 @@ def _register_demo(catalog: Catalog, settings: Settings) -> None:
     if child.exitcode != 0:
         log.error("registering the demo models failed (exit code %s); see the log above",
                   child.exitcode)
+
+
+def _live_versions(registry: Registry, model: str) -> list[VersionRecord]:
+    return [v for v in registry.get_model(model).versions if not v.archived]

@@ -284,4 +284,5 @@ def test_migrated_schema_differs_from_an_empty_database(tmp_path: Path) -> None:
                                                                  "usage_daily", "traffic_policies",
                                                                  "model_settings", "shadow_daily",
                                                                  "prediction_log", "api_keys",
-                                                                 "written_batches", "replicas"}
+                                                                 "written_batches", "replicas",
+                                                                 "notifications"}

@@ -137,7 +137,12 @@ def test_to_json_reads_back_through_updated() -> None:
 
     assert ModelSettings(0.0).updated(settings.to_json()) == settings
     assert ModelSettings(0.3).to_json() == {"prediction_log_rate": 0.3, "auto_rollback": None,
-                                            "batching": None}
+                                            "batching": None, "owner": None, "notify": []}
+    told = ModelSettings(0.0).updated({"owner": "team", "notify": [
+        {"url": "https://hooks.example/x", "events": ["crashed"], "secret": "k"}]})
+    assert ModelSettings(0.0).updated(told.to_json(reveal=True)) == told
+    assert told.to_json()["notify"] == [{"url": "https://hooks.example/x", "events": ["crashed"],
+                                         "secret": True}]
 
 
 def test_models_without_stored_settings_get_the_defaults(cache: SettingsCache) -> None:

@@ -1,4 +1,5 @@
-"""Monitoring API under ``/api``: shadow comparisons, outcomes and per-model settings."""
+"""Monitoring API under ``/api``: shadow comparisons, outcomes, per-model settings and the
+notifications sent to models' owners."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 
 from model_manager.api.bodies import json_object, json_value
+from model_manager.errors import Conflict
+from model_manager.notify import HealthWatch, Notifier
 from model_manager.registry import Registry
 from model_manager.serving.model_settings import SettingsCache
 from model_manager.telemetry import PredictionLog, ShadowStats, parse_outcomes
 
 
 def monitoring_routes(registry: Registry, settings: SettingsCache, shadow_stats: ShadowStats,
-                      predictions: PredictionLog) -> APIRouter:
+                      predictions: PredictionLog, notifier: Notifier,
+                      health_watch: HealthWatch) -> APIRouter:
     api = APIRouter(prefix="/api")
 
     async def known(name: str) -> None:
@@ -48,5 +52,21 @@ def monitoring_routes(registry: Registry, settings: SettingsCache, shadow_stats:
         changes = json_object(await request.body())
         updated = await anyio.to_thread.run_sync(settings.update, name, changes)
         return {"model": name, **updated.to_json()}
+
+    @api.get("/models/{name}/notifications")
+    async def notifications(name: str, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+        await known(name)
+        rows = await anyio.to_thread.run_sync(notifier.log, name, limit)
+        return {"model": name, "owner": settings.get(name).owner,
+                "health_seen": health_watch.seen(name), "queued": notifier.queued,
+                "notifications": rows}
+
+    @api.post("/models/{name}/notifications/test")
+    async def test_notification(name: str) -> dict[str, Any]:
+        await known(name)
+        if not settings.get(name).notify:
+            raise Conflict(f"model {name!r} has no notify targets; set them first "
+                           f"(PATCH /api/models/{name}/settings with \"notify\")")
+        return {"model": name, "sent": await notifier.test(name)}
 
     return api

@@ -46,7 +46,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "outcomes add": ("model-manager outcomes add iris '[{\"id\": \"p1\", \"value\": 0}]'",),
     "outcomes show": ("model-manager outcomes show iris --json",),
     "settings": ("model-manager settings iris --log-rate 0.05",
-                 "model-manager settings iris --auto-rollback max_error_rate=0.05"),
+                 "model-manager settings iris --auto-rollback max_error_rate=0.05",
+                 "model-manager settings iris --owner team-risk --notify https://hooks.example/ml "
+                 "--notify-events unhealthy,crashed --notify-secret $HOOK_SECRET"),
+    "notify": ("model-manager notify test iris", "model-manager notify log iris"),
+    "notify test": ("model-manager notify test iris",),
+    "notify log": ("model-manager notify log iris --json",),
     "report": ("model-manager report", "model-manager report --model iris --stale-after 30d"),
     "cleanup": ("model-manager cleanup", "model-manager cleanup --apply --finding STALE"),
     "archive": ("model-manager archive iris 1",),

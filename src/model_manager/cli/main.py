@@ -499,7 +499,8 @@ def rollback(ctx: click.Context, name: str) -> None:
     click.echo(f"{name}@production -> {result['version']}")
 
 
-for command in (monitoring.shadow, monitoring.outcomes, monitoring.settings, governance.report,
+for command in (monitoring.shadow, monitoring.outcomes, monitoring.settings, monitoring.notify,
+                governance.report,
                 governance.cleanup, governance.archive, governance.unarchive, keys.keys,
                 doctor.doctor):
     cli.add_command(command)

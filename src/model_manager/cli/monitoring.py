@@ -1,4 +1,5 @@
-"""Verbs that watch staged versions: ``shadow``, ``outcomes``, ``settings``."""
+"""Verbs that watch staged versions and tell owners: ``shadow``, ``outcomes``, ``settings``,
+``notify``."""
 
 from __future__ import annotations
 
@@ -80,10 +81,18 @@ def outcomes_show(ctx: click.Context, name: str, as_json: bool) -> None:
               help="Take a canary route out of traffic when it breaks these, e.g. "
                    "max_error_rate=0.05,max_p99_ms=250,min_requests=200.")
 @click.option("--no-auto-rollback", is_flag=True, help="Remove the auto-rollback guard.")
+@click.option("--owner", help="The team or person who answers for the model ('' clears it).")
+@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
+              help="A webhook told of the model's events (repeatable; replaces the targets).")
+@click.option("--notify-events", metavar="EVENT,...",
+              help="Which events the --notify URLs want. [default: all]")
+@click.option("--notify-secret", help="Sign the --notify messages with HMAC-SHA256 and this.")
+@click.option("--no-notify", is_flag=True, help="Remove every notify target.")
 @click.pass_context
 def settings(ctx: click.Context, name: str, log_rate: float | None, auto_rollback: str | None,
-             no_auto_rollback: bool) -> None:
-    """Show NAME's monitoring settings, or change the ones given."""
+             no_auto_rollback: bool, owner: str | None, notify_urls: tuple[str, ...],
+             notify_events: str | None, notify_secret: str | None, no_notify: bool) -> None:
+    """Show NAME's settings (monitoring, owner, notify targets), or change the ones given."""
     changes: dict[str, Any] = {}
     if log_rate is not None:
         changes["prediction_log_rate"] = log_rate
@@ -91,6 +100,15 @@ def settings(ctx: click.Context, name: str, log_rate: float | None, auto_rollbac
         changes["auto_rollback"] = _thresholds(auto_rollback)
     if no_auto_rollback:
         changes["auto_rollback"] = None
+    if owner is not None:
+        changes["owner"] = owner or None
+    if notify_urls:
+        target: dict[str, Any] = {"secret": notify_secret}
+        if notify_events:
+            target["events"] = [e.strip() for e in notify_events.split(",") if e.strip()]
+        changes["notify"] = [{"url": url, **target} for url in notify_urls]
+    if no_notify:
+        changes["notify"] = []
     path = f"/api/models/{name}/settings"
     echo_json(call(ctx, "request", "PATCH", path, json=changes) if changes
               else call(ctx, "request", "GET", path))
@@ -113,3 +131,36 @@ def _share(value: float | None) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.6g}"
+
+
+@click.group()
+def notify() -> None:
+    """The webhooks that tell a model's owners of its events."""
+
+
+@notify.command("test")
+@click.argument("name")
+@click.pass_context
+def notify_test(ctx: click.Context, name: str) -> None:
+    """Send a test event to every notify target of NAME; prints how each went."""
+    result = call(ctx, "request", "POST", f"/api/models/{name}/notifications/test")
+    rows = [[n["url"], n["status"], n["last_error"] or ""] for n in result["sent"]]
+    click.echo(format_table(["URL", "STATUS", "ERROR"], rows))
+    if any(n["status"] != "delivered" for n in result["sent"]):
+        sys.exit(1)
+
+
+@notify.command("log")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def notify_log(ctx: click.Context, name: str, as_json: bool) -> None:
+    """The messages sent (or being sent) to NAME's owners, newest first."""
+    result = call(ctx, "request", "GET", f"/api/models/{name}/notifications")
+    if as_json:
+        return echo_json(result)
+    rows = [[n["created_at"], n["version"] if n["version"] is not None else "-", n["event"],
+             n["url"], n["status"], n["attempts"], n["last_error"] or ""]
+            for n in result["notifications"]]
+    click.echo(format_table(["AT", "VERSION", "EVENT", "URL", "STATUS", "ATTEMPTS", "ERROR"],
+                            rows))

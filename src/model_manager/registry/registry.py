@@ -261,7 +261,8 @@ class Registry:
             conn.execute(t.model_settings.delete().where(where))
             conn.execute(t.model_settings.insert().values(model_id=model_id, settings=settings,
                                                           updated_at=self.now()))
-            self._record(conn, model_id, "settings.set", {"from": before, "to": settings}, actor)
+            self._record(conn, model_id, "settings.set",
+                         {"from": _secrets_hidden(before), "to": _secrets_hidden(settings)}, actor)
 
     def set_policy(self, name: str, policy: dict[str, Any] | None,
                    actor: str | None = None, reason: str | None = None) -> None:
@@ -422,3 +423,11 @@ def _version(model: str, row: Any, aliases: dict[str, int]) -> VersionRecord:
         created_at=row.created_at, archived=row.archived, pinned=row.pinned,
         archived_at=row.archived_at, compiled_sha256=row.compiled_sha256,
         aliases=tuple(sorted(a for a, n in aliases.items() if n == row.number)))
+
+
+def _secrets_hidden(settings: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Settings as the audit trail keeps them: a notify target's secret only as ``true``."""
+    if not settings or not settings.get("notify"):
+        return settings
+    return {**settings, "notify": [{**target, "secret": bool(target.get("secret"))}
+                                   for target in settings["notify"]]}

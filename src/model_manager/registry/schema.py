@@ -163,3 +163,23 @@ replicas = Table(
     Column("versions", JSON, nullable=False),
 )
 """The servers sharing this registry, each heartbeating its row (``fleet.Fleet``)."""
+
+notifications = Table(
+    "notifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(255), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("event", String(32), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(500), nullable=True),
+    Column("replica", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Index("ix_notifications_model_created", "model", "created_at"),
+    Index("ix_notifications_due", "status", "next_attempt_at"),
+)
+"""Webhook messages to models' owners and their delivery (``notify.Notifier``)."""

@@ -1,4 +1,5 @@
-"""Per-model settings: the prediction log's sample rate, the canary guard, dynamic batching.
+"""Per-model settings: the prediction log's sample rate, the canary guard, dynamic batching, the
+model's owner and who is notified of what (``notify`` targets: webhook URLs with their events).
 
 Stored in the registry (``PATCH /api/models/{name}/settings``); the server keeps a copy in memory,
 refreshed every few seconds, so the hot path reads a dict and several replicas converge.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from model_manager.errors import InvalidInput
 from model_manager.registry import Registry
@@ -52,6 +54,50 @@ class RollbackGuard:
         return guard
 
 
+NOTIFY_EVENTS = ("unhealthy", "degraded", "recovered", "auto_rollback", "drift", "load_failed",
+                 "crashed", "cleanup_planned", "archived")
+"""What a model's owners can be told of (``notify test`` sends a ``test`` event to every target)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NotifyTarget:
+    """A webhook: a JSON POST per event it wants, signed with HMAC-SHA256 when it has a secret."""
+
+    url: str
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    secret: str | None = None
+
+    def to_json(self, reveal: bool = False) -> dict[str, Any]:
+        """``reveal``: with the secret itself (for the registry), else whether there is one."""
+        secret: str | bool | None = self.secret if reveal else self.secret is not None
+        return {"url": self.url, "events": list(self.events), "secret": secret}
+
+    @classmethod
+    def from_json(cls, data: Any, kept: Mapping[str, NotifyTarget]) -> NotifyTarget:
+        """One target as given; ``"secret": true`` keeps the secret ``kept`` has for its URL
+        (what GET shows in its place)."""
+        if not isinstance(data, Mapping) or not data.keys() <= {"url", "events", "secret"}:
+            raise InvalidInput('a notify target is {"url": "https://...", "events": [...], '
+                               '"secret": "..."} (events and secret optional)')
+        url = data.get("url")
+        if not isinstance(url, str) or len(url) > 2048 or urlsplit(url).scheme not in (
+                "http", "https") or not urlsplit(url).hostname:
+            raise InvalidInput(f"a notify target's url is an http(s) URL, got {url!r}"[:300])
+        events = data.get("events", list(NOTIFY_EVENTS))
+        if not isinstance(events, list) or not events or \
+                not all(isinstance(e, str) and e in NOTIFY_EVENTS for e in events):
+            raise InvalidInput(f"a notify target's events are a list of {', '.join(NOTIFY_EVENTS)}; "
+                               f"got {events!r}")
+        secret = data.get("secret")
+        if secret is True:
+            secret = kept[url].secret if url in kept else None
+        elif secret is False:
+            secret = None
+        elif secret is not None and (not isinstance(secret, str) or not secret):
+            raise InvalidInput("a notify target's secret is a non-empty string, or null")
+        return cls(str(url), tuple(dict.fromkeys(events)), secret)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     prediction_log_rate: float
@@ -59,20 +105,44 @@ class ModelSettings:
     auto_rollback: RollbackGuard | None = None
     batching: BatchPolicy | None = None
     """Dynamic batching for the model's versions (a version's ``batching`` metadata wins)."""
+    owner: str | None = None
+    """The team or person who answers for the model (free text)."""
+    notify: tuple[NotifyTarget, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, reveal: bool = False) -> dict[str, Any]:
+        """``reveal``: with the notify targets' secrets (for the registry, never for an API)."""
         guard = self.auto_rollback
         return {"prediction_log_rate": self.prediction_log_rate,
                 "auto_rollback": None if guard is None else dataclasses.asdict(guard),
-                "batching": None if self.batching is None else self.batching.to_json()}
+                "batching": None if self.batching is None else self.batching.to_json(),
+                "owner": self.owner, "notify": [t.to_json(reveal) for t in self.notify]}
+
+    def targets_for(self, event: str) -> list[NotifyTarget]:
+        return [t for t in self.notify if event == "test" or event in t.events]
 
     def updated(self, changes: Mapping[str, Any]) -> ModelSettings:
         """These settings with ``changes`` applied (a partial update), checked."""
-        unknown = changes.keys() - {"prediction_log_rate", "auto_rollback", "batching"}
+        unknown = changes.keys() - {"prediction_log_rate", "auto_rollback", "batching", "owner",
+                                    "notify"}
         if unknown:
             raise InvalidInput(f"unknown settings {sorted(unknown)}; the settings are "
-                               f"prediction_log_rate, auto_rollback and batching")
+                               f"prediction_log_rate, auto_rollback, batching, owner and notify")
         settings = self
+        if "owner" in changes:
+            owner = changes["owner"]
+            if owner is not None and (not isinstance(owner, str) or len(owner) > 200):
+                raise InvalidInput("owner is a team or person's name (at most 200 characters), "
+                                   "or null")
+            settings = dataclasses.replace(settings, owner=owner or None)
+        if "notify" in changes:
+            raw = changes["notify"]
+            if raw is None:
+                raw = []
+            if not isinstance(raw, list) or len(raw) > 20:
+                raise InvalidInput("notify is a list of at most 20 targets, or null")
+            kept = {t.url: t for t in self.notify}
+            targets = tuple(NotifyTarget.from_json(item, kept) for item in raw)
+            settings = dataclasses.replace(settings, notify=targets)
         if "prediction_log_rate" in changes:
             rate = _number(changes, "prediction_log_rate")
             if rate is None or not 0 <= rate <= 1:
@@ -100,6 +170,10 @@ class SettingsCache:
     def get(self, name: str) -> ModelSettings:
         return self._by_model.get(name, self.defaults)
 
+    def notified(self) -> list[str]:
+        """The models with notify targets."""
+        return [name for name, s in self._by_model.items() if s.notify]
+
     def guarded(self) -> dict[str, RollbackGuard]:
         """The models with an auto-rollback guard."""
         return {name: s.auto_rollback for name, s in self._by_model.items() if s.auto_rollback}
@@ -114,7 +188,7 @@ class SettingsCache:
         """Apply a partial update, store it and use it now (blocking: call from a thread)."""
         self._registry.get_model(name)  # 404 for an unknown model
         settings = self._with_stored(name).updated(changes)
-        self._registry.set_settings(name, settings.to_json(), actor)
+        self._registry.set_settings(name, settings.to_json(reveal=True), actor)
         self._by_model[name] = settings
         return settings
 
