@@ -70,12 +70,16 @@ from model_manager.telemetry import (
     UsageStore,
 )
 from model_manager.telemetry.audit import AuditTrail
+from model_manager.telemetry.drift import DriftMonitor, ReferenceStore
+from model_manager.telemetry.drift import Thresholds as DriftThresholds
 from model_manager.telemetry.metrics import WriteBehind, worker_exited
 
 log = logging.getLogger(__name__)
 
 _SETTINGS_REFRESH = 2.0
 """Seconds between re-reads of per-model settings (other replicas may change them)."""
+_DRIFT_EVERY = 1.0
+"""Seconds between digests of the inputs queued for drift."""
 _NOTIFY_EVERY = 1.0
 """Seconds between rounds of notification delivery."""
 
@@ -104,9 +108,20 @@ def create_app(settings: Settings) -> ASGIApp:
                        after_load=after_load, clock=clock, shared=siblings)
     thresholds = Thresholds(settings.health_max_error_rate, settings.health_max_invalid_rate,
                             settings.health_max_p99)
-    health = HealthMonitor(cache, usage, events, thresholds, settings.health_window, clock)
-    metrics.watch_cache(lambda: cache.used, lambda: len(cache.loaded()), settings.memory_budget)
     model_settings = SettingsCache(registry, settings.prediction_log_rate)
+    references = ReferenceStore(registry)
+    drift = DriftMonitor(references.load, references.save,
+                         lambda model: DriftThresholds(model_settings.get(model).drift_psi,
+                                                       model_settings.get(model).drift_ks),
+                         settings.health_window,
+                         lambda key, reason: events.emit("drift", model=key[0], version=key[1],
+                                                         reason=reason),
+                         lambda key, column, score: metrics.drift_score.labels(
+                             key[0], str(key[1]), column).set(score),
+                         settings.drift_baseline, clock)
+    health = HealthMonitor(cache, usage, events, thresholds, settings.health_window, clock,
+                           drift.reasons)
+    metrics.watch_cache(lambda: cache.used, lambda: len(cache.loaded()), settings.memory_budget)
     predictions = PredictionLog(registry, settings.prediction_log_rows, clock)
     shadow_stats = ShadowStats(registry, clock)
     shadows = ShadowDispatcher(cache, shadow_stats, predictions, metrics,
@@ -114,7 +129,7 @@ def create_app(settings: Settings) -> ASGIApp:
     routes = RouteTable(registry, on_read=lambda outcome: metrics.route_reads.labels(outcome).inc())
     router = PredictionRouter(routes, cache, usage, settings.predict_timeout, model_settings,
                               predictions, shadows, settings.inference_threads,
-                              settings.model_concurrency, settings.model_queue)
+                              settings.model_concurrency, settings.model_queue, drift)
     lifecycle = VersionLifecycle(catalog, cache, health, events,
                                  siblings.announce if siblings is not None else None)
     if siblings is not None:
@@ -122,7 +137,8 @@ def create_app(settings: Settings) -> ASGIApp:
     guard = CanaryGuard(registry, model_settings, usage, lifecycle, events, clock)
     audit = AuditTrail(registry)
     governance = Governance(catalog, cache, usage, health, thresholds,
-                            Limits.from_settings(settings), settings.memory_budget, events, audit)
+                            Limits.from_settings(settings), settings.memory_budget, events, audit,
+                            settings.cleanup_notice)
     flushed = (usage, shadow_stats, predictions, audit)
     whole = WholeServer(siblings, usage, cache, history, clock, functools.partial(_flush, *flushed))
     fleet = Fleet(registry, address_of(settings.host, settings.port), settings.memory_budget,
@@ -181,6 +197,7 @@ def create_app(settings: Settings) -> ASGIApp:
                      anyio.to_thread.run_sync, fleet.beat))),
                  asyncio.create_task(_every(metrics.PUBLISH_EVERY, _in_thread, metrics.publish)),
                  asyncio.create_task(_every(_NOTIFY_EVERY, notifier.deliver)),
+                 asyncio.create_task(_every(_DRIFT_EVERY, _in_thread, drift.digest)),
                  asyncio.create_task(_every(settings.guard_interval, _in_thread,
                                             health_watch.check))]
         if settings.idle_unload > 0:
@@ -226,10 +243,10 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(v2_routes(router, registry, cache, lifecycle, readiness))
     app.include_router(v1_routes(router, registry, cache, limits))
     app.include_router(management_routes(catalog, lifecycle, cache, usage, health, whole, fleet,
-                                         siblings))
+                                         siblings, drift))
     app.include_router(replica_routes(fleet))
     app.include_router(monitoring_routes(registry, model_settings, shadow_stats, predictions,
-                                         notifier, health_watch))
+                                         notifier, health_watch, drift, cache))
     app.include_router(governance_routes(governance, lifecycle, catalog, disks))
     app.include_router(keys_routes(keys))
     app.include_router(memory_routes(whole))

@@ -2,10 +2,10 @@
 
 A version is ``unhealthy`` when it failed to load, its golden probe fails, or most of its recent
 requests fail; ``degraded`` when its error rate, invalid-output rate or p99 latency over the window
-passes its thresholds; ``idle`` when it is loaded but had no request in the window; ``unknown``
-when nothing is known yet; else ``healthy``. Thresholds come from the server's settings and may be
-overridden per version in its metadata (``{"health": {"max_error_rate": 0.05,
-"max_invalid_rate": 0.01, "max_p99_ms": 500}}``).
+passes its thresholds, or an input column drifted from its reference; ``idle`` when it is loaded
+but had no request in the window; ``unknown`` when nothing is known yet; else ``healthy``.
+Thresholds come from the server's settings and may be overridden per version in its metadata
+(``{"health": {"max_error_rate": 0.05, "max_invalid_rate": 0.01, "max_p99_ms": 500}}``).
 
 Golden probes (see ``probes.py``) run after every load and every probe interval while loaded;
 a failing probe makes the version unhealthy.
@@ -47,8 +47,11 @@ class Thresholds:
 class HealthMonitor:
     def __init__(self, cache: ModelCache, usage: UsageRecorder, events: EventLog,
                  thresholds: Thresholds, window: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 drift: Callable[[VersionKey], list[str]] | None = None) -> None:
         self._cache = cache
+        self._drift = drift
+        """The version's drifted inputs, as findings."""
         self._usage = usage
         self._events = events
         self._thresholds = thresholds
@@ -89,7 +92,8 @@ class HealthMonitor:
                 "error_rate": round(stats.error_rate, 4),
                 "invalid_output_rate": round(stats.invalid_rate, 4),
                 "p99_ms": None if stats.p99 is None else round(stats.p99 * 1000, 3),
-                "last_probe": probe.to_json() if probe else None}
+                "last_probe": probe.to_json() if probe else None,
+                "drifted_inputs": self._drift(key) if self._drift is not None else []}
 
     def _assess(self, version: VersionRecord, stats: WindowStats) -> tuple[str, list[str]]:
         key = (version.model, version.number)
@@ -111,6 +115,8 @@ class HealthMonitor:
                 last = self._usage.last_error(key, "invalid_output" if what != "errors" else None)
                 reason += f"; last: {last}" if last else ""
                 (unhealthy if rate >= UNHEALTHY_RATE else degraded).append(reason)
+        if self._drift is not None:
+            degraded.extend(self._drift(key))
         if stats.p99 is not None and stats.p99 > limits.max_p99:
             degraded.append(f"p99 latency {stats.p99 * 1000:.1f} ms {window} "
                             f"(threshold {limits.max_p99 * 1000:.0f} ms)")

@@ -2,7 +2,7 @@
 
 A model's settings name its ``owner`` and ``notify`` targets (URLs with the events each wants).
 Events come from the lifecycle events the server already logs (``crashed``, ``load_failed``,
-``auto_rollback``, a cleanup that archives a version) and from ``HealthWatch``, which turns a
+``auto_rollback``, ``drift``, a cleanup that archives a version) and from ``HealthWatch``, which turns a
 version's health changes into ``unhealthy``, ``degraded`` and ``recovered``.
 
 Each message is a row in the registry's ``notifications`` table before it is sent: a JSON POST
@@ -52,7 +52,8 @@ GIVE_UP_AFTER = 86400.0
 INBOX_LIMIT = 10_000
 LOG_ROWS = 100
 
-_FROM_EVENTS = {"crashed": "crashed", "load_failed": "load_failed", "auto_rollback": "auto_rollback"}
+_FROM_EVENTS = {"crashed": "crashed", "load_failed": "load_failed", "auto_rollback": "auto_rollback",
+                "drift": "drift", "cleanup_planned": "cleanup_planned"}
 """Lifecycle events (``EventLog``) that are notifications of the same name."""
 
 

@@ -130,7 +130,9 @@ class Settings:
     probe_interval: float = 300.0
     """Seconds between golden probes of loaded versions; 0 disables (they still run on load)."""
     health_window: float = 300.0
-    """Seconds of recent requests that health looks at."""
+    """Seconds of recent requests that health (and input drift) looks at."""
+    drift_baseline: int = 1000
+    """Rows of a version's first requests that make its drift reference, when none was given."""
     health_max_error_rate: float = 0.05
     health_max_invalid_rate: float = 0.01
     health_max_p99: float = 1.0
@@ -159,6 +161,9 @@ class Settings:
     """Cleanup deletes the artifacts of versions archived this long ago."""
     cleanup_interval: float = 0.0
     """Seconds between scheduled cleanups (applied); 0 disables."""
+    cleanup_notice: float = 7 * 86400.0
+    """A scheduled cleanup archives a version this long after it first planned to (and told
+    the model's owners: ``cleanup_planned``); 0 archives at once."""
     clock_file: Path | None = None
     """A file holding seconds to add to the server's clock (to try out time-based policies)."""
     max_upload_size: int = 2 * 1024**3
@@ -216,7 +221,7 @@ _DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout",
               "usage_flush_interval",
               "probe_interval", "health_window", "health_max_p99", "guard_interval",
               "report_window", "stale_after", "never_used_grace", "idle_after", "purge_after",
-              "cleanup_interval"}
+              "cleanup_interval", "cleanup_notice"}
 
 
 def _coerce(name: str, value: Any) -> Any:

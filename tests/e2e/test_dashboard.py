@@ -9,6 +9,7 @@ test also writes the README's picture there.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 import re
@@ -94,6 +95,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 fleet.shift_clock_to((minute + ahead) * 60 + 20)
                 for _ in range(requests):
                     assert client.post("/v2/models/charted/infer", json=x_body(X)).status_code == 200
+            sample = io.BytesIO()
+            np.save(sample, np.random.default_rng(0).normal(5, 1, size=(300, 4)))
+            client.put("/api/models/iris/versions/1/reference", params={"filename": "r.npy"},
+                       content=sample.getvalue()).raise_for_status()
+            client.patch("/api/models/iris/settings", json={"owner": "team-flowers"}
+                         ).raise_for_status()
             for _ in range(10):
                 assert client.post("/v2/models/iris/infer", json=IRIS_ROW).status_code == 200
             for _ in range(2):
@@ -275,6 +282,23 @@ def test_model_page_compares_the_shadow_and_scores_outcomes(fleet: Fleet, page: 
     expect(row.locator("svg.pair rect")).to_have_count(4)  # served and shadow p50 and p99
     expect(page.get_by_text("accuracy 100.0%")).to_be_visible()  # v1 was right every time
     expect(page.locator(".summary")).to_contain_text("shadow v2: 100.0% sampled")
+
+
+def test_model_page_shows_the_owner_and_input_drift_per_column(fleet: Fleet, page: Page) -> None:
+    page.goto(f"{fleet.url}/#/model/iris")
+    expect(page.locator(".summary .chip.owner")).to_have_text("team-flowers")
+    panel = page.get_by_label("Input drift")
+    version = panel.locator('.drift-version[data-version="1"]')
+    expect(version.locator("h3")).to_contain_text("10 live rows against 300 (upload)")
+    figures = version.locator("figure.drift-column")
+    expect(figures).to_have_count(3)  # the three most drifted columns
+    for figure in figures.all():
+        bins = figure.locator("rect.reference").count()
+        assert bins >= 2 and figure.locator("rect.live").count() == bins  # paired bars per bin
+        expect(figure.locator("figcaption")).to_contain_text("PSI")
+        expect(figure.locator("figcaption")).to_contain_text("too few live rows")
+    captions = " ".join(figures.locator("figcaption").all_text_contents())
+    assert "input[" in captions or "output:" in captions
 
 
 def test_nan_producing_model_shows_unhealthy_with_its_reason(fleet: Fleet, page: Page) -> None:

@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.test_notifications import Receiver
 from tests.onnx_models import failing_model, offset_model, slow_model
-from tests.support import ServerProcess, push
+from tests.support import ServerProcess, eventually, push
 
 DAY = 86400
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
@@ -279,23 +280,46 @@ def assert_consistent(server: ServerProcess, store: Path) -> None:
                 assert hashlib.sha256(blob.read_bytes()).hexdigest() == version["sha256"]
 
 
-def test_a_scheduled_cleanup_archives_on_its_own(tmp_path: Path) -> None:
+def test_a_scheduled_cleanup_tells_the_owners_then_archives(tmp_path: Path) -> None:
     clock = tmp_path / "clock"
-    server = ServerProcess(tmp_path / "var", "--clock-file", str(clock), "--cleanup-interval", "0.3")
+    receiver = Receiver()
+    server = ServerProcess(tmp_path / "var", "--clock-file", str(clock), "--cleanup-interval", "0.3",
+                           "--cleanup-notice", "2d")
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
             for n in (1, 2):
                 push(http, "nightly", offset_model(tmp_path / f"v{n}.onnx", float(n)))
+            http.patch("/api/models/nightly/settings", json={"owner": "team-night", "notify": [
+                {"url": f"{receiver.url}/nightly", "events": ["cleanup_planned", "archived"]}]}
+                       ).raise_for_status()
             # No production alias: version 1 is not SUPERSEDED, and nothing is archivable until
             # the clock passes the grace (version 2, the default route, is protected).
             clock.write_text(str(8 * DAY))  # version 1 has gone unused for longer than the grace
-            deadline = time.monotonic() + 20
-            while not http.get("/api/models/nightly/versions/1").json()["archived"]:
-                assert time.monotonic() < deadline, "the scheduled cleanup never ran"
-                time.sleep(0.1)
+
+            def planned() -> str | None:
+                report = http.get("/api/report", params={"model": "nightly"}).json()
+                return report["models"][0]["versions"][0]["archive_planned_after"]
+
+            eventually(planned, what="the planned archive")
+            eventually(lambda: receiver.messages("/nightly", "cleanup_planned"),
+                       what="the owners told")
+            (told,) = receiver.messages("/nightly", "cleanup_planned")
+            assert told["version"] == 1 and told["owner"] == "team-night"
+            assert told["reason"].startswith("NEVER_USED: to be archived after ")
+            assert http.get("/api/models/nightly/versions/1").json()["archived"] is False
+            assert receiver.messages("/nightly", "archived") == []
+
+            clock.write_text(str(10 * DAY + 3600))  # the two days' notice have passed
+            eventually(lambda: http.get("/api/models/nightly/versions/1").json()["archived"],
+                       what="the scheduled archive")
+            eventually(lambda: receiver.messages("/nightly", "archived"), what="the archive told")
+            (archived_message,) = receiver.messages("/nightly", "archived")
+            assert archived_message["version"] == 1
+            assert planned() is None  # the plan is done
             events = http.get("/api/models/nightly/events").json()
             assert http.get("/api/models/nightly/versions/2").json()["archived"] is False
     finally:
         server.stop()
+        receiver.close()
     archived = next(e for e in events if e["kind"] == "version.archived")
     assert archived["actor"] == "scheduled-cleanup" and archived["details"]["reason"] == "NEVER_USED"

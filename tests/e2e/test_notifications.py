@@ -65,6 +65,7 @@ class Receiver:
     def close(self) -> None:
         self.hold.clear()
         self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

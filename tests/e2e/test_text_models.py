@@ -49,6 +49,13 @@ def server(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture
+def triton_client(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as client:
         yield client
@@ -97,9 +104,8 @@ def test_classification_over_json_equals_the_pipeline(client: httpx.Client,
 
 
 def test_binary_bytes_through_tritonclient_equal_the_pipeline(
-        server: ServerProcess, models: dict[str, TextModel]) -> None:
+        triton_client: triton.InferenceServerClient, models: dict[str, TextModel]) -> None:
     want = reference_scores(models["text-classification"], TEXTS)
-    triton_client = triton.InferenceServerClient(server.url.removeprefix("http://"))
     text = triton.InferInput("text", [len(TEXTS)], "BYTES")
     text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object),
                              binary_data=True)
@@ -111,9 +117,8 @@ def test_binary_bytes_through_tritonclient_equal_the_pipeline(
     assert np.allclose(result.as_numpy("probabilities"), want, atol=1e-4)
 
 
-def test_embeddings_and_token_labels_over_binary_bytes(server: ServerProcess,
-                                                       models: dict[str, TextModel]) -> None:
-    triton_client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+def test_embeddings_and_token_labels_over_binary_bytes(
+        triton_client: triton.InferenceServerClient, models: dict[str, TextModel]) -> None:
     text = triton.InferInput("text", [len(TEXTS)], "BYTES")
     text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object),
                              binary_data=True)

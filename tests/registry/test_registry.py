@@ -285,4 +285,6 @@ def test_migrated_schema_differs_from_an_empty_database(tmp_path: Path) -> None:
                                                                  "model_settings", "shadow_daily",
                                                                  "prediction_log", "api_keys",
                                                                  "written_batches", "replicas",
-                                                                 "notifications"}
+                                                                 "notifications",
+                                                                 "drift_references",
+                                                                 "cleanup_plans"}

@@ -137,7 +137,8 @@ def test_to_json_reads_back_through_updated() -> None:
 
     assert ModelSettings(0.0).updated(settings.to_json()) == settings
     assert ModelSettings(0.3).to_json() == {"prediction_log_rate": 0.3, "auto_rollback": None,
-                                            "batching": None, "owner": None, "notify": []}
+                                            "batching": None, "owner": None, "notify": [],
+                                            "drift_psi": 0.2, "drift_ks": None}
     told = ModelSettings(0.0).updated({"owner": "team", "notify": [
         {"url": "https://hooks.example/x", "events": ["crashed"], "secret": "k"}]})
     assert ModelSettings(0.0).updated(told.to_json(reveal=True)) == told

@@ -18,14 +18,17 @@ from model_manager.health import HealthMonitor
 from model_manager.registry import VersionRecord, check_model_name
 from model_manager.runtimes import format_table
 from model_manager.serving import ModelCache, VersionLifecycle
+from model_manager.serving.references import set_reference
 from model_manager.telemetry import UsageRecorder, usage_report
+from model_manager.telemetry.drift import FIRST_INPUT, DriftMonitor, read_reference
 from model_manager.telemetry.recent import Series, fleet_report, recent_report
 from model_manager.workers import Siblings
 
 
 def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: ModelCache,
                       usage: UsageRecorder, health: HealthMonitor, whole: WholeServer,
-                      fleet: Fleet, siblings: Siblings | None = None) -> APIRouter:
+                      fleet: Fleet, siblings: Siblings | None = None,
+                      drift: DriftMonitor | None = None) -> APIRouter:
     api = APIRouter(prefix="/api")
     registry = catalog.registry
 
@@ -78,10 +81,20 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
                 raise InvalidInput(NO_FILE)
             fmt, metadata = form.fields.get("format"), parse_metadata(form.fields.get("metadata"))
             compile_twin = _flag(form.fields.get("compile"), "compile")
+            reference = None
+            if form.reference is not None and drift is not None:  # read before registering
+                reference = read_reference(form.reference[1], form.reference[0], FIRST_INPUT)
             version = await anyio.to_thread.run_sync(lambda: catalog.add_staged(
                 name, staged, filename=form.filename, format=fmt or None, metadata=metadata,
                 compile=compile_twin))
-        return version.to_json()
+        answer = version.to_json()
+        if reference is not None and drift is not None:  # the version is in: say how it went
+            try:
+                profile = await set_reference(cache, drift, version, reference)
+                answer["drift_reference"] = {"rows": profile.rows}
+            except InvalidInput as exc:
+                answer["drift_reference"] = {"error": exc.message}
+        return answer
 
     @api.get("/models/{name}/versions/{version}")
     async def get_version(name: str, version: str) -> dict[str, Any]:

@@ -12,13 +12,17 @@ from model_manager.api.bodies import json_object, json_value
 from model_manager.errors import Conflict
 from model_manager.notify import HealthWatch, Notifier
 from model_manager.registry import Registry
+from model_manager.serving.cache import ModelCache
 from model_manager.serving.model_settings import SettingsCache
+from model_manager.serving.references import set_reference
 from model_manager.telemetry import PredictionLog, ShadowStats, parse_outcomes
+from model_manager.telemetry.drift import FIRST_INPUT, DriftMonitor, read_reference
 
 
 def monitoring_routes(registry: Registry, settings: SettingsCache, shadow_stats: ShadowStats,
                       predictions: PredictionLog, notifier: Notifier,
-                      health_watch: HealthWatch) -> APIRouter:
+                      health_watch: HealthWatch, drift: DriftMonitor,
+                      cache: ModelCache) -> APIRouter:
     api = APIRouter(prefix="/api")
 
     async def known(name: str) -> None:
@@ -52,6 +56,25 @@ def monitoring_routes(registry: Registry, settings: SettingsCache, shadow_stats:
         changes = json_object(await request.body())
         updated = await anyio.to_thread.run_sync(settings.update, name, changes)
         return {"model": name, **updated.to_json()}
+
+    @api.get("/models/{name}/drift")
+    async def drift_report(name: str) -> dict[str, Any]:
+        model = await anyio.to_thread.run_sync(registry.get_model, name)
+        versions = [v for v in model.versions if not v.archived]
+        reports = [await anyio.to_thread.run_sync(drift.report, (name, v.number))
+                   for v in versions]
+        return {"model": name, "versions": reports}
+
+    @api.put("/models/{name}/versions/{version}/reference")
+    async def put_reference(name: str, version: str, request: Request,
+                            filename: str = Query("reference.npy", max_length=200)
+                            ) -> dict[str, Any]:
+        record = await anyio.to_thread.run_sync(registry.get_version, name, version)
+        body = await request.body()
+        sample = read_reference(body, filename, FIRST_INPUT)
+        profile = await set_reference(cache, drift, record, sample)
+        return {"model": name, "version": record.number, "rows": profile.rows,
+                "columns": [c.name for c in profile.columns]}
 
     @api.get("/models/{name}/notifications")
     async def notifications(name: str, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:

@@ -23,8 +23,11 @@ from model_manager.store import StagedFile
 from model_manager.store.base import Stager
 
 FILE_FIELD = "file"
+REFERENCE_FIELD = "reference"
+"""An optional file part: a sample of inputs for drift, kept in memory."""
 MAX_FIELDS = 10
 MAX_FIELD_BYTES = 1024 * 1024
+MAX_REFERENCE_BYTES = 64 * 1024 * 1024
 NO_FILE = "the upload needs a multipart 'file' field with the model"
 
 OpenStager = Callable[[int | None], Stager]
@@ -36,6 +39,8 @@ class UploadForm:
     fields: dict[str, str]
     staged: StagedFile | None = None
     filename: str = ""
+    reference: tuple[str, bytes] | None = None
+    """The ``reference`` part's file name and bytes, when given."""
 
 
 @contextlib.asynccontextmanager
@@ -64,6 +69,7 @@ class _Parts:
         self._header = self._value = b""
         self._headers: dict[bytes, bytes] = {}
         self._name = ""
+        self._reference_name: str | None = None
         self._text = bytearray()
 
     async def read(self, request: Request) -> None:
@@ -112,10 +118,14 @@ class _Parts:
         if b"name" not in options:
             raise InvalidInput("every multipart part needs a name in its Content-Disposition")
         self._name = _decode(options[b"name"])
+        self._reference_name = None
         if self._name == FILE_FIELD:
             self._start_file(options.get(b"filename", b""))
+        elif self._name == REFERENCE_FIELD and b"filename" in options:
+            self._reference_name = _decode(options[b"filename"])
         elif b"filename" in options:
-            raise InvalidInput(f"form fields other than '{FILE_FIELD}' must be text")
+            raise InvalidInput(f"form fields other than '{FILE_FIELD}' and '{REFERENCE_FIELD}' "
+                               "must be text")
         elif len(self.form.fields) >= MAX_FIELDS:
             raise InvalidInput(f"the upload has more than {MAX_FIELDS} form fields")
 
@@ -130,13 +140,16 @@ class _Parts:
         if self._in_file and self._name == FILE_FIELD:
             self._pending.append(data[start:end])
             return
-        if len(self._text) + end - start > MAX_FIELD_BYTES:
+        limit = MAX_FIELD_BYTES if self._reference_name is None else MAX_REFERENCE_BYTES
+        if len(self._text) + end - start > limit:
             raise InvalidInput(f"form field {self._name[:40]!r} is over "
                                f"{human_size(MAX_FIELD_BYTES)}")
         self._text += data[start:end]
 
     def _end(self) -> None:
-        if self._name != FILE_FIELD:
+        if self._reference_name is not None:
+            self.form.reference = (self._reference_name, bytes(self._text))
+        elif self._name != FILE_FIELD:
             self.form.fields[self._name] = _decode(bytes(self._text))
 
 

@@ -50,6 +50,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
                  "model-manager settings iris --owner team-risk --notify https://hooks.example/ml "
                  "--notify-events unhealthy,crashed --notify-secret $HOOK_SECRET"),
     "notify": ("model-manager notify test iris", "model-manager notify log iris"),
+    "drift": ("model-manager drift iris", "model-manager drift iris --json"),
+    "reference": ("model-manager reference iris 3 training-sample.csv",),
     "notify test": ("model-manager notify test iris",),
     "notify log": ("model-manager notify log iris --json",),
     "report": ("model-manager report", "model-manager report --model iris --stale-after 30d"),

@@ -83,6 +83,8 @@ def main() -> None:
 @click.option("--health-max-p99", help="Degraded when p99 is above this, e.g. 500ms. [default: 1s]")
 @click.option("--prediction-log-rate", type=float,
               help="Share of requests logged for outcome joins. [default: 0.01]")
+@click.option("--drift-baseline", type=int, help="Rows of a version's first requests that make "
+              "its input drift reference when none was uploaded. [default: 1000]")
 @click.option("--prediction-log-rows", type=int, help="Logged predictions kept per model. "
               "[default: 100000]")
 @click.option("--model-concurrency", type=int,
@@ -97,6 +99,8 @@ def main() -> None:
 @click.option("--never-used-grace", help="Unused this long after upload: NEVER_USED. [default: 7d]")
 @click.option("--idle-after", help="Loaded and unused this long: IDLE_IN_MEMORY. [default: 1h]")
 @click.option("--purge-after", help="Cleanup purges versions archived this long. [default: 14d]")
+@click.option("--cleanup-notice", help="How long a scheduled cleanup waits, after telling the "
+              "model's owners, before it archives a version. [default: 7d]")
 @click.option("--cleanup-interval", help="Run (and apply) cleanup this often; 0 disables. "
               "[default: 0]")
 @click.option("--clock-file", type=click.Path(path_type=Path),
@@ -194,9 +198,11 @@ def _serve_granian(settings: Any) -> None:
 @click.option("--alias", help="Point this alias (e.g. production) at the new version.")
 @click.option("--compile/--no-compile", "compile_twin", default=True, show_default=True,
               help="Serve a scikit-learn model through its ONNX twin when that answers the same.")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A sample of inputs (.npy, .npz or .csv) that input drift is measured against.")
 @click.pass_context
 def push(ctx: click.Context, file: Path, name: str, fmt: str | None, metadata: str | None,
-         alias: str | None, compile_twin: bool) -> None:
+         alias: str | None, compile_twin: bool, reference: Path | None) -> None:
     """Upload FILE as the next version of a model."""
     if metadata and metadata.startswith("@"):
         metadata = Path(metadata[1:]).read_text()
@@ -207,6 +213,8 @@ def push(ctx: click.Context, file: Path, name: str, fmt: str | None, metadata: s
         f", not compiled: {compiled.get('reason')}")
     click.echo(f"pushed {name} version {version['version']} "
                f"({version['format']}, sha256 {version['sha256'][:12]}{served})")
+    if reference is not None:
+        monitoring.send_reference(ctx, name, version["version"], reference)
     if alias:
         call(ctx, "request", "PUT", f"/api/models/{name}/aliases/{alias}",
               json={"version": version["version"]})
@@ -500,6 +508,7 @@ def rollback(ctx: click.Context, name: str) -> None:
 
 
 for command in (monitoring.shadow, monitoring.outcomes, monitoring.settings, monitoring.notify,
+                monitoring.drift, monitoring.reference,
                 governance.report,
                 governance.cleanup, governance.archive, governance.unarchive, keys.keys,
                 doctor.doctor):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -164,3 +165,48 @@ def notify_log(ctx: click.Context, name: str, as_json: bool) -> None:
             for n in result["notifications"]]
     click.echo(format_table(["AT", "VERSION", "EVENT", "URL", "STATUS", "ATTEMPTS", "ERROR"],
                             rows))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def drift(ctx: click.Context, name: str, as_json: bool) -> None:
+    """How far NAME's live inputs have drifted from each version's reference, by column."""
+    report = call(ctx, "request", "GET", f"/api/models/{name}/drift")
+    if as_json:
+        return echo_json(report)
+    rows = []
+    for version in report["versions"]:
+        reference = version["reference"]
+        if reference is None:
+            rows.append([version["version"], "-", "-", "-", "-", "-",
+                         f"gathering a baseline: {version['baseline_rows']} of "
+                         f"{version['baseline_target']} rows"])
+            continue
+        for column in version["columns"]:
+            rows.append([version["version"], column["column"], _num(column["psi"]),
+                         _num(column["ks"]), version["live_rows"], reference["rows"],
+                         "DRIFTED" if column["drifted"] else
+                         ("ok" if version["judged"] else "too few live rows")])
+    click.echo(format_table(["VERSION", "COLUMN", "PSI", "KS", "LIVE", "REFERENCE", "STATUS"],
+                            rows))
+
+
+@click.command()
+@click.argument("name")
+@click.argument("version")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def reference(ctx: click.Context, name: str, version: str, file: Path) -> None:
+    """Make FILE (a sample of inputs: .npy, .npz or .csv) the drift reference of NAME VERSION."""
+    send_reference(ctx, name, version, file)
+
+
+def send_reference(ctx: click.Context, name: str, version: str | int, file: Path) -> None:
+    if not file.is_file():
+        raise click.BadParameter(f"{file} is not a file", param_hint="FILE")
+    result = call(ctx, "request", "PUT", f"/api/models/{name}/versions/{version}/reference",
+                  params={"filename": file.name}, content=file.read_bytes())
+    click.echo(f"{name} version {result['version']}: drift reference of {result['rows']} rows, "
+               f"columns {', '.join(result['columns'])}")

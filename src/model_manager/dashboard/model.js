@@ -4,6 +4,7 @@
 
 import { act, api } from "./api.js";
 import { drawAudit } from "./audit.js";
+import { drawDrift } from "./drift.js";
 import { PALETTE } from "./chart.js";
 import { badge, bytes, el, fill, notify, percent, redraw, table, versionReasons, when } from "./dom.js";
 import { charts, drawAccuracy, drawShadow } from "./usage.js";
@@ -20,6 +21,7 @@ export function mount(root, name) {
     charts: el("div", { class: "charts" }),
     shadow: el("section", { class: "panel" }),
     accuracy: el("section", { class: "panel" }),
+    drift: el("section", { class: "panel drift", "aria-label": "Input drift" }),
     audit: el("section", { class: "panel" }),
   };
   const spanButtons = Object.entries(SPANS).map(([key, label]) =>
@@ -59,6 +61,7 @@ export function mount(root, name) {
     ),
     parts.shadow,
     parts.accuracy,
+    parts.drift,
     parts.audit,
   );
 
@@ -67,7 +70,7 @@ export function mount(root, name) {
   async function refresh() {
     const span = state.span;
     const usagePath = span === "days" ? `${path}/usage?days=30` : `${path}/usage/recent?span=${span}`;
-    const [model, health, usage, shadow, outcomes, events, traffic] = await Promise.all([
+    const [model, health, usage, shadow, outcomes, events, traffic, drift, settings] = await Promise.all([
       api("GET", path),
       api("GET", `${path}/health`),
       api("GET", usagePath),
@@ -75,14 +78,16 @@ export function mount(root, name) {
       api("GET", `${path}/outcomes`),
       api("GET", `${path}/events`),
       api("GET", `${path}/traffic`),
+      api("GET", `${path}/drift`),
+      api("GET", `${path}/settings`),
     ]);
     if (span !== state.span) {
       return;
     }
     const healthOf = new Map(health.versions.map((h) => [h.version, h]));
     const colors = new Map(model.versions.map((v, i) => [v.version, PALETTE[i % PALETTE.length]]));
-    redraw(parts.summary, [model.aliases, health, traffic], () =>
-      drawSummary(parts.summary, model, health, traffic.policy),
+    redraw(parts.summary, [model.aliases, health, traffic, settings.owner], () =>
+      drawSummary(parts.summary, model, health, traffic.policy, settings.owner),
     );
     drawActions(parts.actions, model, state, refresh);
     redraw(parts.versions, [model, health], () =>
@@ -91,6 +96,7 @@ export function mount(root, name) {
     fill(parts.charts, charts(usage, span, colors));
     redraw(parts.shadow, shadow, () => drawShadow(parts.shadow, shadow));
     redraw(parts.accuracy, outcomes, () => drawAccuracy(parts.accuracy, outcomes));
+    redraw(parts.drift, drift, () => drawDrift(parts.drift, drift));
     redraw(parts.audit, events, () => drawAudit(parts.audit, events));
   }
   return { refresh };
@@ -98,7 +104,7 @@ export function mount(root, name) {
 
 // ---- summary and actions ---------------------------------------------------------------------
 
-function drawSummary(box, model, health, policy) {
+function drawSummary(box, model, health, policy, owner) {
   const aliases = Object.entries(model.aliases).map(([alias, v]) =>
     el("span", { class: "chip", dataset: { alias } }, `${alias} → v${v}`),
   );
@@ -123,6 +129,7 @@ function drawSummary(box, model, health, policy) {
     ),
     el("div", {}, "Aliases ", aliases.length ? aliases : el("span", { class: "chip quiet" }, "none")),
     el("div", {}, "Traffic ", routes),
+    el("div", {}, "Owner ", el("span", { class: owner ? "chip owner" : "chip quiet" }, owner || "nobody named")),
   );
 }
 

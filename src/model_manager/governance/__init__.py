@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
+import sqlalchemy as sa
 
 from model_manager.catalog import Catalog
 from model_manager.errors import InvalidInput, ModelManagerError
@@ -14,6 +16,8 @@ from model_manager.governance.facts import Fleet, gather
 from model_manager.governance.findings import CODES, Finding, Limits, findings_of
 from model_manager.governance.report import build_report
 from model_manager.health import HealthMonitor, Thresholds
+from model_manager.registry import Registry
+from model_manager.registry import schema as t
 from model_manager.serving import ModelCache
 from model_manager.telemetry import EventLog, UsageRecorder
 from model_manager.telemetry.audit import AuditTrail
@@ -24,7 +28,8 @@ __all__ = ["CODES", "Action", "Finding", "Fleet", "Governance", "Limits", "findi
 class Governance:
     def __init__(self, catalog: Catalog, cache: ModelCache, usage: UsageRecorder,
                  health: HealthMonitor, thresholds: Thresholds, limits: Limits,
-                 memory_budget: int, events: EventLog, audit: AuditTrail) -> None:
+                 memory_budget: int, events: EventLog, audit: AuditTrail,
+                 notice: float = 0.0) -> None:
         self._catalog = catalog
         self._audit = audit
         self._registry = catalog.registry
@@ -35,12 +40,15 @@ class Governance:
         self.limits = limits
         self._budget = memory_budget
         self._events = events
+        self._notice = notice
+        self._plans = CleanupPlans(self._registry)
 
     async def report(self, overrides: Mapping[str, Any] | None = None,
                      model: str | None = None) -> dict[str, Any]:
         limits = self.limits.overridden(overrides or {})
         fleet = await self._gather(limits, model)
-        return build_report(fleet, limits, self._thresholds, self._budget)
+        plans = await anyio.to_thread.run_sync(self._plans.all)
+        return build_report(fleet, limits, self._thresholds, self._budget, plans)
 
     async def cleanup(self, *, apply: bool, overrides: Mapping[str, Any] | None = None,
                       model: str | None = None, findings: Collection[str] | None = None,
@@ -64,12 +72,42 @@ class Governance:
                 "memory_bytes": sum(a.reclaims_bytes for a in counted if a.action == "unload")}
 
     async def scheduled(self) -> None:
-        """The periodic cleanup (``--cleanup-interval``), applied with the server's limits."""
-        result = await self.cleanup(apply=True, actor="scheduled-cleanup")
-        if result["actions"]:
-            self._events.emit("cleanup", actions=len(result["actions"]),
-                              storage_bytes=result["storage_bytes"],
-                              memory_bytes=result["memory_bytes"])
+        """The periodic cleanup (``--cleanup-interval``), applied with the server's limits. A
+        version it would archive is first planned: its owners are told (``cleanup_planned``)
+        and it is archived on a later run, ``--cleanup-notice`` after, if it still qualifies;
+        a version used again in the meantime leaves the plan."""
+        fleet = await self._gather(self.limits, None)
+        actions = plan(fleet, self.limits, self._thresholds, None, None)
+        plans = await anyio.to_thread.run_sync(self._plans.all)
+        now = self._registry.now()
+        chosen, planned = [], set()
+        for action in actions:
+            key = (action.model or "", action.version or 0)
+            if action.action == "archive" and self._notice > 0:
+                planned.add(key)
+                after = plans.get(key)
+                if after is None:
+                    after = now + timedelta(seconds=self._notice)
+                    await anyio.to_thread.run_sync(self._plans.add, key, action.finding, now,
+                                                   after)
+                    self._events.emit("cleanup_planned", model=key[0], version=key[1],
+                                      finding=action.finding, archive_after=after.isoformat(),
+                                      reason=f"{action.finding}: to be archived after "
+                                             f"{after.isoformat(timespec='seconds')}")
+                if after > now:
+                    continue
+            chosen.append(action)
+        for action in chosen:
+            await self._apply(action, "scheduled-cleanup")
+        done = {(a.model or "", a.version or 0) for a in chosen if a.action == "archive" and a.done}
+        await anyio.to_thread.run_sync(self._plans.keep_only, planned - done)
+        if chosen:
+            counted = [a for a in chosen if a.done]
+            self._events.emit("cleanup", actions=len(chosen),
+                              storage_bytes=sum(a.reclaims_bytes for a in counted
+                                                if a.action != "unload"),
+                              memory_bytes=sum(a.reclaims_bytes for a in counted
+                                               if a.action == "unload"))
 
     async def _gather(self, limits: Limits, model: str | None) -> Fleet:
         return await anyio.to_thread.run_sync(
@@ -102,3 +140,31 @@ class Governance:
             await anyio.to_thread.run_sync(self._catalog.purge_version, model, number, actor)
         else:
             await anyio.to_thread.run_sync(self._catalog.delete_orphan_blob, action.sha256 or "")
+
+
+class CleanupPlans:
+    """The archives the scheduled cleanup has planned (``cleanup_plans``)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def all(self) -> dict[tuple[str, int], datetime]:
+        """When each planned version may be archived."""
+        with self._registry.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.cleanup_plans)).all()
+        return {(r.model, r.version): r.archive_after for r in rows}
+
+    def add(self, key: tuple[str, int], finding: str, now: datetime, after: datetime) -> None:
+        with self._registry.writing() as conn:
+            conn.execute(t.cleanup_plans.insert().values(model=key[0], version=key[1],
+                                                         finding=finding, planned_at=now,
+                                                         archive_after=after))
+
+    def keep_only(self, keys: set[tuple[str, int]]) -> None:
+        """Drop the plans of versions no longer planned (archived, or used again)."""
+        with self._registry.writing() as conn:
+            for row in conn.execute(sa.select(t.cleanup_plans.c.model, t.cleanup_plans.c.version)):
+                if (row.model, row.version) not in keys:
+                    conn.execute(t.cleanup_plans.delete().where(
+                        t.cleanup_plans.c.model == row.model,
+                        t.cleanup_plans.c.version == row.version))

@@ -8,6 +8,7 @@
 ``IDLE_IN_MEMORY`` loaded, unused for ``idle_after``
 ``SLOW``         p99 over the window above the version's threshold
 ``ERROR_PRONE``  error rate over the window above the version's threshold
+``DRIFTED``      an input column's live values drifted from the version's reference
 ``ARCHIVED``     archived; cleanup purges it ``purge_after`` later
 """
 
@@ -31,7 +32,7 @@ USAGE_DAYS = 90
 
 ARCHIVABLE = ("STALE", "SUPERSEDED", "NEVER_USED")
 CODES = ("NEVER_USED", "STALE", "SUPERSEDED", "DUPLICATE", "FAILED_TO_LOAD", "UNHEALTHY",
-         "IDLE_IN_MEMORY", "SLOW", "ERROR_PRONE", "ARCHIVED")
+         "IDLE_IN_MEMORY", "SLOW", "ERROR_PRONE", "DRIFTED", "ARCHIVED")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +131,9 @@ def findings_of(facts: VersionFacts, limits: Limits, thresholds: Thresholds,
             "idle_hours": round((now - facts.state.last_used) / 3600, 2),
             "idle_after_hours": round(limits.idle_after / 3600, 2)}))
     found += _performance_findings(facts, thresholds.for_version(version.metadata))
+    drifted = facts.health.get("drifted_inputs")
+    if drifted:
+        found.append(Finding("DRIFTED", {"inputs": list(drifted)}))
     return found
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from model_manager.clock import iso
@@ -13,7 +15,9 @@ from model_manager.serving import State
 
 
 def build_report(fleet: Fleet, limits: Limits, thresholds: Thresholds,
-                 memory_budget: int) -> dict[str, Any]:
+                 memory_budget: int, plans: Mapping[tuple[str, int], datetime] | None = None
+                 ) -> dict[str, Any]:
+    """``plans``: when the scheduled cleanup will archive each version it planned to."""
     findings = {key: findings_of(f, limits, thresholds, fleet.now) for key, f in fleet.facts.items()}
     counted = collections.Counter(x.code for found in findings.values() for x in found)
     versions = [f for f in fleet.facts.values()]
@@ -33,12 +37,14 @@ def build_report(fleet: Fleet, limits: Limits, thresholds: Thresholds,
             "reclaimable_bytes": _reclaimable(fleet, findings),
             "findings": {code: counted[code] for code in sorted(counted)},
         },
-        "models": [_model(fleet, name, findings) for name in (m.name for m in fleet.models)],
+        "models": [_model(fleet, name, findings, plans or {})
+                   for name in (m.name for m in fleet.models)],
         "orphan_blobs": [{"sha256": d, "size": n} for d, n in sorted(fleet.orphan_blobs.items())],
     }
 
 
-def _model(fleet: Fleet, name: str, findings: dict[Any, list[Finding]]) -> dict[str, Any]:
+def _model(fleet: Fleet, name: str, findings: dict[Any, list[Finding]],
+           plans: Mapping[tuple[str, int], datetime]) -> dict[str, Any]:
     model = next(m for m in fleet.models if m.name == name)
     policy = fleet.policies.get(name)
     production = model.aliases.get("production")
@@ -60,6 +66,8 @@ def _model(fleet: Fleet, name: str, findings: dict[Any, list[Finding]]) -> dict[
             "last_used": iso(f.last_used), "protected_by": f.protected_by,
             "health": {"status": f.health.get("status"), "reasons": list(f.health.get("reasons", []))},
             "findings": [x.to_json() for x in findings[name, f.version.number]],
+            "archive_planned_after": iso(plans[name, f.version.number].timestamp())
+            if (name, f.version.number) in plans else None,
         } for f in facts],
     }
 

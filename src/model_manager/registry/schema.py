@@ -183,3 +183,24 @@ notifications = Table(
     Index("ix_notifications_due", "status", "next_attempt_at"),
 )
 """Webhook messages to models' owners and their delivery (``notify.Notifier``)."""
+
+drift_references = Table(
+    "drift_references", metadata,
+    Column("model", String(255), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("source", String(16), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("profile", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+"""Each version's reference input profile for drift (``telemetry.drift``)."""
+
+cleanup_plans = Table(
+    "cleanup_plans", metadata,
+    Column("model", String(255), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("finding", String(32), nullable=False),
+    Column("planned_at", UTCDateTime, nullable=False),
+    Column("archive_after", UTCDateTime, nullable=False),
+)
+"""Versions the scheduled cleanup will archive, once their notice has passed (``governance``)."""

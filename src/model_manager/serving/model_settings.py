@@ -108,6 +108,10 @@ class ModelSettings:
     owner: str | None = None
     """The team or person who answers for the model (free text)."""
     notify: tuple[NotifyTarget, ...] = ()
+    drift_psi: float = 0.2
+    """A column drifts when its population stability index passes this..."""
+    drift_ks: float | None = None
+    """...or its Kolmogorov-Smirnov statistic passes this (when set)."""
 
     def to_json(self, reveal: bool = False) -> dict[str, Any]:
         """``reveal``: with the notify targets' secrets (for the registry, never for an API)."""
@@ -115,7 +119,8 @@ class ModelSettings:
         return {"prediction_log_rate": self.prediction_log_rate,
                 "auto_rollback": None if guard is None else dataclasses.asdict(guard),
                 "batching": None if self.batching is None else self.batching.to_json(),
-                "owner": self.owner, "notify": [t.to_json(reveal) for t in self.notify]}
+                "owner": self.owner, "notify": [t.to_json(reveal) for t in self.notify],
+                "drift_psi": self.drift_psi, "drift_ks": self.drift_ks}
 
     def targets_for(self, event: str) -> list[NotifyTarget]:
         return [t for t in self.notify if event == "test" or event in t.events]
@@ -123,11 +128,22 @@ class ModelSettings:
     def updated(self, changes: Mapping[str, Any]) -> ModelSettings:
         """These settings with ``changes`` applied (a partial update), checked."""
         unknown = changes.keys() - {"prediction_log_rate", "auto_rollback", "batching", "owner",
-                                    "notify"}
+                                    "notify", "drift_psi", "drift_ks"}
         if unknown:
             raise InvalidInput(f"unknown settings {sorted(unknown)}; the settings are "
-                               f"prediction_log_rate, auto_rollback, batching, owner and notify")
+                               f"prediction_log_rate, auto_rollback, batching, owner, notify, "
+                               f"drift_psi and drift_ks")
         settings = self
+        if "drift_psi" in changes:
+            value = _number(changes, "drift_psi")
+            if value is None or value <= 0:
+                raise InvalidInput("drift_psi is a positive number (0.2: a notable shift)")
+            settings = dataclasses.replace(settings, drift_psi=value)
+        if "drift_ks" in changes:
+            value = _number(changes, "drift_ks")
+            if value is not None and not 0 < value <= 1:
+                raise InvalidInput("drift_ks is a number in (0, 1], or null")
+            settings = dataclasses.replace(settings, drift_ks=value)
         if "owner" in changes:
             owner = changes["owner"]
             if owner is not None and (not isinstance(owner, str) or len(owner) > 200):

@@ -36,6 +36,7 @@ from model_manager.serving.validation import (
     select_outputs,
 )
 from model_manager.telemetry import PredictionLog
+from model_manager.telemetry.drift import DriftMonitor
 from model_manager.telemetry.usage import Tracking, UsageRecorder
 from model_manager.types import Array, Tensors, VersionKey
 
@@ -44,7 +45,7 @@ class PredictionRouter:
     def __init__(self, routes: RouteTable, cache: ModelCache, usage: UsageRecorder,
                  predict_timeout: float, settings: SettingsCache, predictions: PredictionLog,
                  shadows: ShadowDispatcher, inference_threads: int, model_concurrency: int = 4,
-                 model_queue: int = 64) -> None:
+                 model_queue: int = 64, drift: DriftMonitor | None = None) -> None:
         self._routes = routes
         self._cache = cache
         self._usage = usage
@@ -63,6 +64,7 @@ class PredictionRouter:
         """Where each version's predictions run (``placement``)."""
         self._batchers: dict[VersionKey, tuple[LoadedModel, Batcher]] = {}
         self._rules: dict[VersionKey, OutputRules] = {}
+        self._drift = drift
 
     async def resolve(self, name: str, ref: str | None) -> VersionRecord:
         """The servable version ``ref`` names (a number or an alias; None: the default route)."""
@@ -95,6 +97,8 @@ class PredictionRouter:
                 outputs = self._checked(model, names, results, tracking)
             finally:
                 self._in_progress[name] -= 1
+        if self._drift is not None:
+            self._drift.observe((name, version.number), inputs, results)
         prediction_id = request.id or os.urandom(16).hex()  # as random as uuid4, cheaper
         logged = random.random() < self._settings.get(name).prediction_log_rate
         if logged:

@@ -115,6 +115,10 @@ class Metrics:
         self.memory_budget = Gauge("model_manager_memory_budget_bytes",
                                    "Memory the loaded versions may hold in all.",
                                    multiprocess_mode="max", registry=self.registry)
+        self.drift_score = Gauge("model_manager_drift_score", "Population stability index of "
+                                 "each input column's live values against its reference.",
+                                 [*labels, "column"], multiprocess_mode="max",
+                                 registry=self.registry)
         self.route_reads = Counter("model_manager_route_reads",
                                    "Reads of a model's routes from the registry, by outcome "
                                    "(ok, not_found, failed).", ["outcome"],
