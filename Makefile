@@ -96,6 +96,7 @@ bench: install
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/isolation.py
 	$(BIN)/python bench/text_models.py
+	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/hot_path.py
 	$(BIN)/python bench/peers.py --systems ours-sklearn,ours-sklearn-batched --models rf100 \
 		--concurrency 8,64 --bodies json

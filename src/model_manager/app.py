@@ -129,7 +129,8 @@ def create_app(settings: Settings) -> ASGIApp:
     routes = RouteTable(registry, on_read=lambda outcome: metrics.route_reads.labels(outcome).inc())
     router = PredictionRouter(routes, cache, usage, settings.predict_timeout, model_settings,
                               predictions, shadows, settings.inference_threads,
-                              settings.model_concurrency, settings.model_queue, drift)
+                              settings.model_concurrency, settings.model_queue,
+                              drift if settings.drift else None)
     lifecycle = VersionLifecycle(catalog, cache, health, events,
                                  siblings.announce if siblings is not None else None)
     if siblings is not None:
@@ -145,7 +146,8 @@ def create_app(settings: Settings) -> ASGIApp:
                   functools.partial(_holdings, cache, siblings),
                   replica_id(os.environ.get(workers.RUN_DIR_ENV)))
     notifier = Notifier(registry, model_settings, fleet.id,
-                        f"http://{address_of(settings.host, settings.port)}", clock=clock)
+                        f"http://{address_of(settings.host, settings.port)}", clock=clock,
+                        retry=settings.notify_retry)
     events.listeners.append(notifier.on_event)
     health_watch = HealthWatch(notifier, model_settings, functools.partial(_live_versions, registry),
                                health.version_health)

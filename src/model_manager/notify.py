@@ -8,7 +8,7 @@ version's health changes into ``unhealthy``, ``degraded`` and ``recovered``.
 Each message is a row in the registry's ``notifications`` table before it is sent: a JSON POST
 of the model, version, event, reason, owner and a link to the model's dashboard page, signed
 (``X-Model-Manager-Signature: sha256=HMAC(secret, timestamp "." body)``) when the target has a
-secret. A failed delivery is retried with backoff (``RETRY_FIRST`` doubling up to
+secret. A failed delivery is retried with backoff (``--notify-retry``, 10 s, doubling up to
 ``RETRY_MAX``) for ``GIVE_UP_AFTER``, then marked failed; the rows are the delivery log
 (``GET /api/models/{name}/notifications``). A model sends at most one message per event kind
 per cooldown (across replicas: the table is checked), so a flapping model floods nobody.
@@ -60,13 +60,14 @@ _FROM_EVENTS = {"crashed": "crashed", "load_failed": "load_failed", "auto_rollba
 class Notifier:
     def __init__(self, registry: Registry, settings: SettingsCache, replica: str,
                  dashboard: str, cooldown: float = COOLDOWN,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, retry: float = RETRY_FIRST) -> None:
         self._registry = registry
         self._settings = settings
         self._replica = replica
         self._dashboard = dashboard.rstrip("/")
         self._cooldown = cooldown
         self._clock = clock
+        self._retry = retry
         self._inbox: collections.deque[dict[str, Any]] = collections.deque(maxlen=INBOX_LIMIT)
         self._writing = 0
         self._last: dict[tuple[str, str], float] = {}
@@ -236,7 +237,7 @@ class Notifier:
                     log.warning("notification %d to %s given up after %d attempts: %s", row.id,
                                 row.url, attempts, error)
                 else:
-                    wait = min(RETRY_FIRST * 2 ** (attempts - 1), RETRY_MAX)
+                    wait = min(self._retry * 2 ** (attempts - 1), RETRY_MAX)
                     values["next_attempt_at"] = now + timedelta(seconds=wait)
                 conn.execute(t.notifications.update().where(t.notifications.c.id == row.id)
                              .values(**values))
@@ -244,7 +245,8 @@ class Notifier:
 
 class HealthWatch:
     """Turns health changes of the versions of models with notify targets into notifications:
-    into ``unhealthy`` or ``degraded``, and back (``recovered``)."""
+    into ``unhealthy``, into ``degraded`` from a good state (not on the way back from
+    unhealthy), and ``recovered`` once healthy again, naming the worst it had been."""
 
     def __init__(self, notifier: Notifier, settings: SettingsCache,
                  versions: Callable[[str], list[VersionRecord]],
@@ -254,6 +256,8 @@ class HealthWatch:
         self._versions = versions
         self._health = health
         self._last: dict[tuple[str, int], str] = {}
+        self._worst: dict[tuple[str, int], str] = {}
+        """The worst status since the version was last healthy (unhealthy or degraded)."""
 
     def seen(self, model: str) -> dict[str, str]:
         """The status each version of ``model`` had when last assessed, by version number."""
@@ -271,11 +275,14 @@ class HealthWatch:
                 if status == before:
                     continue
                 reason = "; ".join(report["reasons"]) or status
-                if status in ("unhealthy", "degraded"):
+                worst = self._worst.get(key)
+                if status == "unhealthy" or (status == "degraded" and worst is None):
+                    self._worst[key] = status
                     self._notifier.notify(model, version.number, status, reason)
-                elif status == "healthy" and before in ("unhealthy", "degraded"):
+                elif status == "healthy" and worst is not None:
+                    del self._worst[key]
                     self._notifier.notify(model, version.number, "recovered",
-                                          f"healthy again (was {before})")
+                                          f"healthy again (was {worst})")
 
 
 def _row_json(row: Any) -> dict[str, Any]:

@@ -133,6 +133,10 @@ class Settings:
     """Seconds of recent requests that health (and input drift) looks at."""
     drift_baseline: int = 1000
     """Rows of a version's first requests that make its drift reference, when none was given."""
+    drift: bool = True
+    """Whether live inputs are profiled for drift at all."""
+    notify_retry: float = 10.0
+    """Seconds before a failed notification is sent again; doubled each time, up to an hour."""
     health_max_error_rate: float = 0.05
     health_max_invalid_rate: float = 0.01
     health_max_p99: float = 1.0
@@ -221,7 +225,7 @@ _DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout",
               "usage_flush_interval",
               "probe_interval", "health_window", "health_max_p99", "guard_interval",
               "report_window", "stale_after", "never_used_grace", "idle_after", "purge_after",
-              "cleanup_interval", "cleanup_notice"}
+              "cleanup_interval", "cleanup_notice", "notify_retry"}
 
 
 def _coerce(name: str, value: Any) -> Any:

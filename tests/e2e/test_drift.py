@@ -14,9 +14,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from onnx import TensorProto
 
 from tests.e2e.test_model_cache import metric
 from tests.e2e.test_notifications import Receiver
+from tests.e2e.test_v2_datatypes import identity_model
 from tests.onnx_models import linear_model
 from tests.support import ServerProcess, eventually, push
 
@@ -124,6 +126,38 @@ def test_no_false_alarm_then_the_shifted_column_alone(server: ServerProcess,
         assert message["owner"] == "team-a"
     finally:
         receiver.close()
+
+
+def test_a_categorical_column_whose_mix_changes_is_flagged(server: ServerProcess,
+                                                          client: httpx.Client,
+                                                          tmp_path: Path) -> None:
+    model = identity_model(tmp_path / "codes.onnx", TensorProto.INT64)
+    assert push(client, "codes", model).status_code == 201
+    rng = np.random.default_rng(11)
+    reference = np.stack([rng.choice(3, 1000, p=[0.6, 0.3, 0.1]), rng.choice(3, 1000),
+                          rng.choice(3, 1000)], axis=1)
+    np.save(tmp_path / "codes.npy", reference)
+    server.cli("reference", "codes", "1", str(tmp_path / "codes.npy"))
+    live = np.stack([rng.choice(3, 300, p=[0.1, 0.3, 0.6]), rng.choice(3, 300),
+                     rng.choice(3, 300)], axis=1)
+
+    def one(chunk: np.ndarray) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as own:
+            for row in chunk:
+                assert own.post("/v2/models/codes/infer", json={"inputs": [{
+                    "name": "x", "datatype": "INT64", "shape": [1, 3],
+                    "data": row.tolist()}]}).status_code == 200
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, np.array_split(live, 8)))
+    eventually(lambda: any(c["drifted"] for c in
+                           client.get("/api/models/codes/drift").json()["versions"][0]["columns"]),
+               what="the categorical drift")
+    columns = client.get("/api/models/codes/drift").json()["versions"][0]["columns"]
+    by_name = {c["column"]: c for c in columns}
+    assert by_name["x[0]"]["kind"] == "categorical" and by_name["x[0]"]["bins"] == \
+        ["0", "1", "2", "(other)"]
+    assert sorted(c["column"] for c in columns if c["drifted"]) == ["output:echo[0]", "x[0]"]
 
 
 def test_a_version_without_a_reference_gets_one_from_its_first_requests(

@@ -11,6 +11,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ import pytest
 
 from tests.conftest import IrisFiles
 from tests.e2e.test_telemetry_and_health import IRIS_ROW
+from tests.onnx_models import sqrt_model
 from tests.support import ServerProcess, eventually, free_port, push
 
 SECRET = "s3cr3t-for-tests"
@@ -77,7 +79,8 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("notify") / "var", "--guard-interval", "0.5")
+    server = ServerProcess(tmp_path_factory.mktemp("notify") / "var", "--guard-interval", "0.3",
+                           "--notify-retry", "0.3s", "--health-window", "2s")
     yield server
     server.stop()
 
@@ -133,7 +136,7 @@ def test_an_unhealthy_version_is_told_once_per_cooldown_and_retried(
     push(client, "probed", iris.onnx, metadata=json.dumps(wrong))
     settings = {"owner": "team-a", "notify": [{"url": hook, "events": ["unhealthy"]}]}
     assert client.patch("/api/models/probed/settings", json=settings).status_code == 200
-    receiver.failures = 1  # the first attempt fails: retried after the backoff
+    receiver.failures = 2  # the first two attempts fail: retried after 0.3 s, then 0.6 s
     assert client.post("/v2/models/probed/infer", json=IRIS_ROW).status_code == 200  # loads it
 
     eventually(lambda: receiver.messages("/probed", "unhealthy"), timeout=60,
@@ -148,8 +151,8 @@ def test_an_unhealthy_version_is_told_once_per_cooldown_and_retried(
 
     eventually(delivered, timeout=60, what="the retried delivery")
     row = client.get("/api/models/probed/notifications").json()["notifications"][0]
-    assert row["attempts"] == 2 and row["last_error"] is None
-    assert len(receiver.messages("/probed", "unhealthy")) == 2  # the failed try, then the taken
+    assert row["attempts"] == 3 and row["last_error"] is None
+    assert len(receiver.messages("/probed", "unhealthy")) == 3  # two failed tries, then taken
 
     # a second unhealthy version within the cooldown: nobody is told again
     push(client, "probed", iris.onnx, metadata=json.dumps(wrong))
@@ -163,6 +166,35 @@ def test_an_unhealthy_version_is_told_once_per_cooldown_and_retried(
     server.cli("notify", "log", "probed")  # the CLI reads the log too
     rows = client.get("/api/models/probed/notifications").json()["notifications"]
     assert [r["event"] for r in rows] == ["unhealthy"]
+
+
+def sqrt_body(values: list[float]) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": values}]}
+
+
+def test_nan_answers_are_told_once_and_the_fix_once(client: httpx.Client, receiver: Receiver,
+                                                    tmp_path: Path) -> None:
+    push(client, "rooted", sqrt_model(tmp_path / "sqrt.onnx"))
+    hook = f"{receiver.url}/rooted"
+    assert client.patch("/api/models/rooted/settings", json={
+        "notify": [{"url": hook, "events": ["unhealthy", "recovered"]}]}).status_code == 200
+    for _ in range(6):  # negative inputs: the model answers NaN
+        assert client.post("/v2/models/rooted/infer", json=sqrt_body([-1, 4, 9, 16])
+                           ).status_code == 500
+    eventually(lambda: receiver.messages("/rooted", "unhealthy"), what="the unhealthy message")
+    for _ in range(4):  # still answering NaN: nobody is told again
+        client.post("/v2/models/rooted/infer", json=sqrt_body([-4, 4, 9, 16]))
+
+    def fixed_and_told() -> bool:  # only good inputs now, until the window forgets the bad
+        assert client.post("/v2/models/rooted/infer", json=sqrt_body([1, 4, 9, 16])
+                           ).status_code == 200
+        return bool(receiver.messages("/rooted", "recovered"))
+
+    eventually(fixed_and_told, what="the recovered message")
+    (unhealthy,) = receiver.messages("/rooted", "unhealthy")
+    (recovered,) = receiver.messages("/rooted", "recovered")
+    assert "invalid outputs" in unhealthy["reason"] and "NaN" in unhealthy["reason"]
+    assert recovered["reason"] == "healthy again (was unhealthy)"
 
 
 def test_a_hanging_receiver_never_holds_up_predictions(server: ServerProcess,

@@ -83,6 +83,10 @@ def main() -> None:
 @click.option("--health-max-p99", help="Degraded when p99 is above this, e.g. 500ms. [default: 1s]")
 @click.option("--prediction-log-rate", type=float,
               help="Share of requests logged for outcome joins. [default: 0.01]")
+@click.option("--drift/--no-drift", default=None, help="Profile live inputs and outputs for "
+              "drift. [default: on]")
+@click.option("--notify-retry", help="First wait before a failed notification is sent again; "
+              "it doubles each time, up to an hour. [default: 10s]")
 @click.option("--drift-baseline", type=int, help="Rows of a version's first requests that make "
               "its input drift reference when none was uploaded. [default: 1000]")
 @click.option("--prediction-log-rows", type=int, help="Logged predictions kept per model. "

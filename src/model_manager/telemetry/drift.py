@@ -274,6 +274,9 @@ class DriftMonitor:
             self._digest(self._clock())
 
     def _digest(self, now: float) -> None:
+        # the queued requests' columns, joined per version and bucket, then binned at once
+        groups: dict[tuple[VersionKey, int], dict[str, list[Array]]] = {}
+        rows: collections.Counter[tuple[VersionKey, int]] = collections.Counter()
         while self._pending:
             key, at, inputs, outputs = self._pending.popleft()
             state = self._versions.setdefault(key, _Version())
@@ -283,10 +286,17 @@ class DriftMonitor:
             if state.reference is None:
                 self._gather_baseline(key, state, columns)
                 continue
-            bucket = int(at // BUCKET_SECONDS)
-            state.buckets.setdefault(bucket, []).append(self._count(state.reference, columns))
-            state.bucket_rows[bucket] = state.bucket_rows.get(bucket, 0) + max(
-                (len(v) for v in columns.values()), default=0)
+            group = groups.setdefault((key, int(at // BUCKET_SECONDS)), {})
+            for name, values in columns.items():
+                group.setdefault(name, []).append(values)
+            rows[key, int(at // BUCKET_SECONDS)] += max((len(v) for v in columns.values()),
+                                                        default=0)
+        for (key, bucket), group in groups.items():
+            state = self._versions[key]
+            assert state.reference is not None
+            joined = {name: np.concatenate(parts) for name, parts in group.items()}
+            state.buckets.setdefault(bucket, []).append(self._count(state.reference, joined))
+            state.bucket_rows[bucket] = state.bucket_rows.get(bucket, 0) + rows[key, bucket]
         for key in list(self._versions):
             self._judge(key, now)
 
