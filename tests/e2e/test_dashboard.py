@@ -301,6 +301,24 @@ def test_model_page_shows_the_owner_and_input_drift_per_column(fleet: Fleet, pag
     assert "input[" in captions or "output:" in captions
 
 
+def test_the_owner_and_webhooks_are_set_from_the_model_page(fleet: Fleet, page: Page) -> None:
+    page.goto(f"{fleet.url}/#/model/switch")
+    panel = page.get_by_label("Owner and notifications")
+    expect(panel).to_contain_text("Nobody is told of this model's events.")
+    panel.get_by_label("Owner").fill("team-switch")
+    panel.get_by_label("Webhook URLs, one per line").fill("https://hooks.example/a\nhttps://hooks.example/b")
+    questions = answer_once(page)
+    panel.get_by_role("button", name="Save owner and webhooks").click()
+    expect(panel.locator("table.targets tbody tr")).to_have_count(2)
+    assert questions == ["Save the owner and webhooks of switch?"]
+    with fleet.client() as client:
+        settings = client.get("/api/models/switch/settings").json()
+    assert settings["owner"] == "team-switch"
+    assert [t["url"] for t in settings["notify"]] == ["https://hooks.example/a",
+                                                      "https://hooks.example/b"]
+    expect(page.locator(".summary .chip.owner")).to_have_text("team-switch")
+
+
 def test_nan_producing_model_shows_unhealthy_with_its_reason(fleet: Fleet, page: Page) -> None:
     page.goto(f"{fleet.url}/")
     badge = page.locator('tr[data-model="rooted"] .badge')

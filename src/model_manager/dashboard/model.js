@@ -5,6 +5,7 @@
 import { act, api } from "./api.js";
 import { drawAudit } from "./audit.js";
 import { drawDrift } from "./drift.js";
+import { drawOwners } from "./owners.js";
 import { PALETTE } from "./chart.js";
 import { badge, bytes, el, fill, notify, percent, redraw, table, versionReasons, when } from "./dom.js";
 import { charts, drawAccuracy, drawShadow } from "./usage.js";
@@ -22,6 +23,7 @@ export function mount(root, name) {
     shadow: el("section", { class: "panel" }),
     accuracy: el("section", { class: "panel" }),
     drift: el("section", { class: "panel drift", "aria-label": "Input drift" }),
+    owners: el("section", { class: "panel owners", "aria-label": "Owner and notifications" }),
     audit: el("section", { class: "panel" }),
   };
   const spanButtons = Object.entries(SPANS).map(([key, label]) =>
@@ -62,6 +64,7 @@ export function mount(root, name) {
     parts.shadow,
     parts.accuracy,
     parts.drift,
+    parts.owners,
     parts.audit,
   );
 
@@ -70,7 +73,7 @@ export function mount(root, name) {
   async function refresh() {
     const span = state.span;
     const usagePath = span === "days" ? `${path}/usage?days=30` : `${path}/usage/recent?span=${span}`;
-    const [model, health, usage, shadow, outcomes, events, traffic, drift, settings] = await Promise.all([
+    const [model, health, usage, shadow, outcomes, events, traffic, drift, settings, sent] = await Promise.all([
       api("GET", path),
       api("GET", `${path}/health`),
       api("GET", usagePath),
@@ -80,6 +83,7 @@ export function mount(root, name) {
       api("GET", `${path}/traffic`),
       api("GET", `${path}/drift`),
       api("GET", `${path}/settings`),
+      api("GET", `${path}/notifications`),
     ]);
     if (span !== state.span) {
       return;
@@ -97,6 +101,9 @@ export function mount(root, name) {
     redraw(parts.shadow, shadow, () => drawShadow(parts.shadow, shadow));
     redraw(parts.accuracy, outcomes, () => drawAccuracy(parts.accuracy, outcomes));
     redraw(parts.drift, drift, () => drawDrift(parts.drift, drift));
+    redraw(parts.owners, [settings.owner, settings.notify, sent.notifications], () =>
+      drawOwners(parts.owners, state, settings, sent, refresh),
+    );
     redraw(parts.audit, events, () => drawAudit(parts.audit, events));
   }
   return { refresh };
