@@ -3,7 +3,8 @@ by two servers side by side, one profiling live inputs and outputs for drift (th
 one with ``--no-drift``.
 
 Both servers run on the first core and wrk on the last (1 thread, 8 connections, one JSON row
-per request); they alternate --reps times so that host drift hits both. The tracking server's
+per request); they alternate --reps times, each first every other time, so that host drift
+hits both alike. The tracking server's
 baseline (its first 1,000 rows) is complete before the measured runs, so its live profile is
 being binned throughout. Reports median p50, p99 and req/s per server and the ratios; appends
 the points to bench/results/drift.jsonl.
@@ -67,9 +68,14 @@ def main() -> None:
             report = httpx.get(f"{tracked}/api/models/logreg/drift").json()["versions"][0]
             return report["reference"] is not None
 
+        for _ in range(20):  # 256 requests a second are profiled: a few seconds of traffic
+            if baseline_done():
+                break
+            wrk(tracked, "logreg", body, 8, 2)
         eventually(baseline_done, what="the drift baseline")
         for rep in range(args.reps):
-            for mode, server in servers.items():
+            order = list(servers.items())
+            for mode, server in order if rep % 2 == 0 else order[::-1]:  # neither always first
                 result = wrk(server.url, "logreg", body, 8, args.duration)
                 points.append({"mode": mode, "rep": rep, **result})
                 print(json.dumps(points[-1]), flush=True)

@@ -185,6 +185,9 @@ class Notifier:
         query = sa.select(notifications).where(
             notifications.c.status == "pending", notifications.c.next_attempt_at <= now
         ).order_by(notifications.c.id).limit(100)
+        with self._registry.engine.connect() as conn:  # mostly nothing is due: no write then
+            if conn.execute(query.with_only_columns(notifications.c.id)).first() is None:
+                return []
         claimed = []
         with self._registry.writing() as conn:
             for row in conn.execute(query).all():

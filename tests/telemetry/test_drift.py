@@ -100,4 +100,4 @@ def test_a_full_queue_skips_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     monitor = Recorder().monitor()
     for _ in range(5):
         monitor.observe(KEY, {"x": np.zeros((1, 2))})
-    assert monitor.skipped == 2
+    assert monitor.skipped == 2 and monitor.report(KEY)["skipped_requests"] == 2

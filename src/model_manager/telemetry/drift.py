@@ -41,7 +41,10 @@ MAX_COLUMNS = 64
 MAX_CATEGORIES = 20
 OTHER = "(other)"
 SAMPLE_ROWS = 64
-PENDING_LIMIT = 1024
+PENDING_LIMIT = 256
+"""Requests waiting for the next digest (each second) at most: past it, requests are not
+profiled. This bounds the digest's work and its hold on the interpreter under any load: at
+1,024 a second the logreg's p99 at 8 connections went from 0.5x to 0.9x MLServer's."""
 MIN_LIVE_ROWS = 200
 BASELINE_ROWS = 1000
 BUCKET_SECONDS = 10.0
@@ -245,11 +248,13 @@ class DriftMonitor:
         """Held by the digest and by readers of the profiles."""
         self.skipped = 0
         """Requests not looked at because the queue was full."""
+        self._skipped: collections.Counter[VersionKey] = collections.Counter()
 
     def observe(self, key: VersionKey, inputs: Tensors, outputs: Tensors | None = None) -> None:
         """The request path: queue the decoded inputs and the outputs (no copy, no work)."""
         if len(self._pending) >= PENDING_LIMIT:
             self.skipped += 1
+            self._skipped[key] += 1
             return
         self._pending.append((key, self._clock(), inputs, outputs or {}))
 
@@ -310,7 +315,8 @@ class DriftMonitor:
         if state is None or state.reference is None:
             gathered = 0 if state is None else state.baseline_rows
             return {"version": key[1], "reference": None, "baseline_rows": gathered,
-                    "baseline_target": self._baseline_rows, "live_rows": 0, "columns": []}
+                    "baseline_target": self._baseline_rows, "live_rows": 0,
+                    "skipped_requests": self._skipped[key], "columns": []}
         live, rows = self._live(state, now)
         limits = self._thresholds(key[0])
         columns: list[dict[str, Any]] = []
@@ -328,7 +334,8 @@ class DriftMonitor:
         columns.sort(key=lambda c: -(c["psi"] or 0.0))
         return {"version": key[1],
                 "reference": {"rows": state.reference.rows, "source": state.reference.source},
-                "live_rows": rows, "window_seconds": self._window,
+                "live_rows": rows, "skipped_requests": self._skipped[key],
+                "window_seconds": self._window,
                 "judged": rows >= MIN_LIVE_ROWS, "columns": columns}
 
     def reasons(self, key: VersionKey) -> list[str]:
