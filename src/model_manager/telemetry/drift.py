@@ -222,7 +222,8 @@ class _Version:
         self.baseline_rows = 0
         self.buckets: collections.OrderedDict[int, list[list[Array]]] = collections.OrderedDict()
         self.bucket_rows: collections.OrderedDict[int, int] = collections.OrderedDict()
-        self.drifted: set[str] = set()
+        self.drifted: dict[str, str] = {}
+        """The drifted columns at the last digest, each with its finding."""
 
 
 class DriftMonitor:
@@ -342,12 +343,7 @@ class DriftMonitor:
         """Health findings: the drifted columns, with their PSI."""
         with self._lock:
             state = self._versions.get(key)
-        if state is None or not state.drifted:
-            return []
-        report = self.report(key)
-        return [f"{_described(c['column'])} drifted: PSI {c['psi']:.2f} > "
-                f"{c['psi_threshold']:.2f}"
-                for c in report["columns"] if c["drifted"] and c["psi"] is not None]
+            return list(state.drifted.values()) if state is not None else []
 
     def forget(self, key: VersionKey) -> None:
         with self._lock:
@@ -392,19 +388,17 @@ class DriftMonitor:
             return
         live, rows = self._live(state, now)
         limits = self._thresholds(key[0])
-        drifted = set()
+        drifted = {}
         for i, column in enumerate(state.reference.columns):
             reference = np.asarray(state.reference.counts[i], dtype=np.float64)
             score = psi(reference, live[i]) if rows else 0.0
             self._publish(key, column.name, score)
             if rows >= MIN_LIVE_ROWS and (score > limits.psi or (
                     limits.ks is not None and ks(reference, live[i]) > limits.ks)):
-                drifted.add(column.name)
-        for name in sorted(drifted - state.drifted):
-            index = [c.name for c in state.reference.columns].index(name)
-            reference = np.asarray(state.reference.counts[index], dtype=np.float64)
-            self._on_drift(key, f"{_described(name)} drifted: PSI "
-                                f"{psi(reference, live[index]):.2f} > {limits.psi:.2f}")
+                drifted[column.name] = (f"{_described(column.name)} drifted: PSI {score:.2f} > "
+                                        f"{limits.psi:.2f}")
+        for name in sorted(drifted.keys() - state.drifted.keys()):
+            self._on_drift(key, drifted[name])
         state.drifted = drifted
 
 
