@@ -128,7 +128,7 @@ class Notifier:
         after the first attempt."""
         message = {"model": model, "version": None, "event": "test",
                    "reason": "a test message (model-manager notify test)", "at": self._clock()}
-        ids = await anyio.to_thread.run_sync(self._write, [message], False)
+        ids = await anyio.to_thread.run_sync(self._write, [message], False, True)
         rows = await anyio.to_thread.run_sync(self._rows, ids)
         results = await asyncio.gather(*(self._send(row) for row in rows))
         await anyio.to_thread.run_sync(self._settle, list(zip(rows, results, strict=True)))
@@ -145,11 +145,14 @@ class Notifier:
         if self._client is not None:
             await self._client.aclose()
 
-    def _write(self, messages: list[dict[str, Any]], cooled: bool = True) -> list[int]:
+    def _write(self, messages: list[dict[str, Any]], cooled: bool = True,
+               claimed: bool = False) -> list[int]:
         """One row per message and target (a message whose kind another replica sent within the
-        cooldown is dropped, when ``cooled``); the new rows' ids."""
+        cooldown is dropped, when ``cooled``); the new rows' ids. ``claimed`` rows are being
+        sent by the caller: no delivery round finds them due meanwhile."""
         ids: list[int] = []
         now = self._registry.now()
+        due = now + timedelta(seconds=3 * SEND_TIMEOUT) if claimed else now
         with self._registry.writing() as conn:
             for message in messages:
                 model, event = message["model"], message["event"]
@@ -164,7 +167,7 @@ class Notifier:
                     inserted = conn.execute(t.notifications.insert().values(
                         model=model, version=message["version"], event=event, url=target.url,
                         payload=payload, status="pending", attempts=0, replica=self._replica,
-                        created_at=now, next_attempt_at=now)).inserted_primary_key
+                        created_at=now, next_attempt_at=due)).inserted_primary_key
                     assert inserted is not None
                     ids.append(int(inserted[0]))
         return ids
