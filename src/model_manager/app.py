@@ -16,7 +16,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from model_manager import __version__, workers
+from model_manager import __version__, devices, workers
 from model_manager.access import KeyRing
 from model_manager.api import (
     ApiKeyAuth,
@@ -91,7 +91,7 @@ def create_app(settings: Settings) -> ASGIApp:
     events = EventLog()
     options = LoadOptions(allow_pickle=settings.allow_pickle,
                           allow_custom_code=settings.allow_custom_code,
-                          threads=settings.model_threads, device=settings.torch_device)
+                          threads=settings.model_threads, device=settings.device)
     catalog = Catalog(registry, store, options, settings.max_upload_size, events,
                       max_unpacked_size=settings.unpacked_limit, isolation=Isolation.from_settings(settings))
     metrics = Metrics()
@@ -103,9 +103,13 @@ def create_app(settings: Settings) -> ASGIApp:
             await anyio.to_thread.run_sync(warm, entry.runtime)
 
     siblings = workers.joined()  # None unless `serve --workers` started this process
+    accelerator = (None if settings.device == devices.CPU else devices.open_accelerator(
+        settings.device, settings.gpu_memory_budget, share=1 / settings.workers))
+    placement = (None if accelerator is None else
+                 devices.Placement(accelerator, catalog.device_for, catalog.first_use))
     cache = ModelCache(catalog.load_runtime, settings.memory_budget,
                        hooks=HookFanout([metrics, events, history]), room_wait=settings.load_wait,
-                       after_load=after_load, clock=clock, shared=siblings)
+                       after_load=after_load, clock=clock, shared=siblings, device=placement)
     thresholds = Thresholds(settings.health_max_error_rate, settings.health_max_invalid_rate,
                             settings.health_max_p99)
     model_settings = SettingsCache(registry, settings.prediction_log_rate)
@@ -122,6 +126,11 @@ def create_app(settings: Settings) -> ASGIApp:
     health = HealthMonitor(cache, usage, events, thresholds, settings.health_window, clock,
                            drift.reasons)
     metrics.watch_cache(lambda: cache.used, lambda: len(cache.loaded()), settings.memory_budget)
+    if accelerator is not None:
+        metrics.watch_device(lambda: {e.key: e.device_size for e in cache.loaded()
+                                      if e.device_size},
+                             accelerator.budget, lambda: accelerator.context_bytes,
+                             accelerator.memory.used)
     predictions = PredictionLog(registry, settings.prediction_log_rows, clock)
     shadow_stats = ShadowStats(registry, clock)
     shadows = ShadowDispatcher(cache, shadow_stats, predictions, metrics,
@@ -141,7 +150,8 @@ def create_app(settings: Settings) -> ASGIApp:
                             Limits.from_settings(settings), settings.memory_budget, events, audit,
                             settings.cleanup_notice)
     flushed = (usage, shadow_stats, predictions, audit)
-    whole = WholeServer(siblings, usage, cache, history, clock, functools.partial(_flush, *flushed))
+    whole = WholeServer(siblings, usage, cache, history, clock, functools.partial(_flush, *flushed),
+                        accelerator)
     fleet = Fleet(registry, address_of(settings.host, settings.port), settings.memory_budget,
                   functools.partial(_holdings, cache, siblings),
                   replica_id(os.environ.get(workers.RUN_DIR_ENV)))

@@ -12,15 +12,17 @@ at a missing blob. A crash in between leaves at worst an unreferenced blob, neve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from model_manager.bounded_json import parse_json
+from model_manager.devices import CPU
 from model_manager.errors import (
     Conflict,
     InsufficientStorage,
@@ -148,7 +150,8 @@ class Catalog:
         a scikit-learn model)."""
         probe_call = (probe.inputs, list(probe.expected)) if probe is not None else None
         with tempfile.TemporaryDirectory(dir=self.store.staging_dir) as workdir:
-            checked = check_upload(staged.path, fmt, self.options, override, probe_call,
+            cpu = dataclasses.replace(self.options, device=CPU)  # the check needs no device
+            checked = check_upload(staged.path, fmt, cpu, override, probe_call,
                                    Path(workdir) if compile else None, self.isolation)
             if fmt == "sklearn" and not compile:
                 return checked.signature, None, {"format": None, "reason": "turned off at upload"}
@@ -188,20 +191,39 @@ class Catalog:
     def load_runtime(self, version: VersionRecord) -> Runtime:
         """Load a registered version for serving, with its registered signature: through its
         compiled twin when it has one (and the twin loads), else as uploaded."""
+        cpu = dataclasses.replace(self.options, device=CPU)
         if version.compiled_sha256 is not None:
             try:
                 path = self.store.fetch(version.compiled_sha256)
-                return get_format("onnx").load(path, self.options, version.signature)
+                return get_format("onnx").load(path, cpu, version.signature)
             except ModelManagerError as exc:
                 log.warning("%s v%d: serving the original, its compiled twin failed to load: %s",
                             version.model, version.number, exc.message)
         path = self.store.fetch(version.sha256)
         with _paths_hidden(path.parent, Path(tempfile.gettempdir())):
             if self.isolation.is_isolated(version.format, path, self.options):
-                return load_remote(path, version.format, self.options, version.signature,
+                return load_remote(path, version.format, cpu, version.signature,
                                    self.isolation, f"version {version.number} of "
                                                    f"{version.model!r}")
-            return get_format(version.format).load(path, self.options, version.signature)
+            options = dataclasses.replace(self.options, device=self.device_for(version))
+            return get_format(version.format).load(path, options, version.signature)
+
+    def device_for(self, version: VersionRecord) -> str:
+        """Where a version runs: on the server's device if its format can run there, else on
+        the CPU. Pinned to the CPU: by its metadata (``"device": "cpu"``), as a compiled
+        scikit-learn twin, or in a model process of its own (which would need a CUDA context of
+        its own, outside the device budget)."""
+        device = self.options.device
+        if (device == CPU or version.metadata.get("device") == CPU
+                or version.compiled_sha256 is not None
+                or not get_format(version.format).accelerated
+                or self.isolation.is_isolated(version.format, None, self.options)):
+            return CPU
+        return device
+
+    def first_use(self, format_name: str) -> Callable[[str], None] | None:
+        """A format's first use of a device, charged to the server (``Accelerator.prepare``)."""
+        return getattr(get_format(format_name), "first_use", None)
 
     def _register(self, name: str, sha256: str, size: int, fmt: str, signature: Signature,
                   metadata: dict[str, Any], actor: str | None,
@@ -254,6 +276,9 @@ def _checked_metadata(
     probe = Probe.from_metadata(metadata)
     if metadata.get("batching") is not None:
         BatchPolicy.from_json(metadata["batching"])
+    if metadata.get("device", CPU) != CPU:
+        raise InvalidArtifact(f"metadata 'device' may only pin a version to {CPU!r}; the "
+                              "server's --device places the others")
     if not isinstance(metadata.get(ALLOW_NON_FINITE, False), bool):
         raise InvalidArtifact(f"metadata {ALLOW_NON_FINITE!r} must be true or false")
     options_signature(metadata)

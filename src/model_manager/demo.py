@@ -61,7 +61,7 @@ def register_demo_models_from(settings: Settings) -> None:
     try:
         options = LoadOptions(allow_pickle=settings.allow_pickle,
                               allow_custom_code=settings.allow_custom_code,
-                              threads=settings.model_threads, device=settings.torch_device)
+                              threads=settings.model_threads, device=settings.device)
         store = open_store(settings.resolved_store_url, settings.data_dir / "cache")
         register_demo_models(Catalog(registry, store, options, settings.max_upload_size,
                                      max_unpacked_size=settings.unpacked_limit,

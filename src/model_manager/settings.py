@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from model_manager.devices import parse_device
+
 ENV_PREFIX = "MODEL_MANAGER_"
 
 _UNITS = {
@@ -100,8 +102,12 @@ class Settings:
     """Intra-op threads each loaded model may use."""
     inference_threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
     """Predictions that run in worker threads at once, over all models (default: the cores)."""
-    torch_device: str = "cpu"
-    """Where PyTorch models run: cpu, cuda, cuda:1, ..."""
+    device: str = "cpu"
+    """Where models run (PyTorch, ONNX, XGBoost, Keras on JAX, text models): ``cpu``, ``cuda``
+    or ``cuda:N``. A version's metadata may pin it to ``cpu``."""
+    gpu_memory_budget: int | None = None
+    """Device bytes that loaded models may hold; default: 90% of the device's free memory at
+    start. With several workers, each holds its share."""
     demo: bool = False
     """Register the demo models when the registry is empty."""
     memory_budget: int = dataclasses.field(default_factory=default_memory_budget)
@@ -210,6 +216,8 @@ class Settings:
         """Build settings from the environment, then ``overrides`` (flags that were given)."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        if ENV_PREFIX + "TORCH_DEVICE" in environ:  # the earlier name of --device
+            values["device"] = environ[ENV_PREFIX + "TORCH_DEVICE"]
         for field in dataclasses.fields(cls):
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None:
@@ -218,7 +226,7 @@ class Settings:
         return cls(**{name: _coerce(name, value) for name, value in values.items()})
 
 
-_SIZES = {"memory_budget", "max_upload_size", "max_unpacked_size", "max_request_size",
+_SIZES = {"memory_budget", "gpu_memory_budget", "max_upload_size", "max_unpacked_size", "max_request_size",
           "model_memory_limit",
           "max_bytes_element"}
 _DURATIONS = {"shutdown_timeout", "idle_unload", "load_wait", "predict_timeout", "load_timeout",
@@ -239,6 +247,8 @@ def _coerce(name: str, value: Any) -> Any:
             raise ValueError(f"--workers takes a number or auto, not {value!r}")
     if name in _SIZES:
         return parse_size(value)
+    if name == "device":
+        return parse_device(str(value))
     if name in _DURATIONS:
         return parse_duration(value)
     if isinstance(kind, bool):

@@ -39,7 +39,8 @@ def management_routes(catalog: Catalog, lifecycle: VersionLifecycle, cache: Mode
         those holding it, and a version any of them holds is READY."""
         state = cache.state_of(version.model, version.number)
         answer = {**version.to_json(), "state": state.state.value, "reason": state.reason,
-                  "loaded_bytes": state.size, "in_flight": state.in_flight,
+                  "loaded_bytes": state.size, "device": catalog.device_for(version),
+                  "device_bytes": state.device_size, "in_flight": state.in_flight,
                   "last_used": iso(state.last_used, "auto")}
         if siblings is not None:
             held = (siblings.holders() if holders is None else holders).get(

@@ -17,6 +17,7 @@ from typing import Any
 import anyio.to_thread
 
 from model_manager.clock import iso
+from model_manager.devices import Accelerator
 from model_manager.serving import LoadedModel, ModelCache
 from model_manager.telemetry import CacheHistory, UsageRecorder
 from model_manager.telemetry.cache_history import KINDS
@@ -32,8 +33,10 @@ WAIT = 2.0
 class WholeServer:
     def __init__(self, siblings: Siblings | None, usage: UsageRecorder, cache: ModelCache,
                  history: CacheHistory, clock: Callable[[], float],
-                 flush: Callable[[], Awaitable[None]]) -> None:
+                 flush: Callable[[], Awaitable[None]],
+                 accelerator: Accelerator | None = None) -> None:
         self._siblings = siblings
+        self._accelerator = accelerator
         self._usage = usage
         self._cache = cache
         self._history = history
@@ -79,11 +82,24 @@ class WholeServer:
                     counts[kind] += minute.get(kind, 0)
         return {"until": iso(self._clock(), "milliseconds"), "budget_bytes": self._cache.budget,
                 "used_bytes": sum(p["used_bytes"] for p in parts),
+                "device": self._device_state(parts),
                 "loaded": sorted((e for p in parts for e in p["loaded"]),
                                  key=lambda e: (-e["bytes"], e["model"], e["version"])),
                 "events": sorted((e for p in parts for e in p["events"]), key=lambda e: e["at"]),
                 "per_minute": [{"start": start, **counts}
                                for start, counts in sorted(per_minute.items())]}
+
+    def _device_state(self, parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The accelerator's budget and what is held there (None: models run on the CPU). With
+        several workers, each holds its own context and share of the budget: these are sums."""
+        if self._accelerator is None:
+            return None
+        workers = len(parts)
+        return {"device": self._accelerator.device, "name": self._accelerator.name,
+                "budget_bytes": self._accelerator.budget * workers,
+                "used_bytes": sum(p.get("device_used_bytes", 0) for p in parts),
+                "context_bytes": sum(p.get("device_context_bytes", 0) for p in parts),
+                "process_bytes": sum(p.get("device_process_bytes", 0) for p in parts)}
 
     # ---- the other workers' side -------------------------------------------------------------
 
@@ -118,7 +134,13 @@ class WholeServer:
 
     async def _own_cache(self) -> dict[str, Any]:
         pid = self._siblings.pid if self._siblings is not None else None
-        return {"used_bytes": self._cache.used,
+        device = {}
+        if self._accelerator is not None:
+            process = await anyio.to_thread.run_sync(self._accelerator.memory.used)
+            device = {"device_used_bytes": self._cache.device_used,
+                      "device_context_bytes": self._accelerator.context_bytes,
+                      "device_process_bytes": process}
+        return {"used_bytes": self._cache.used, **device,
                 "loaded": [_entry(e, pid) for e in self._cache.loaded()],
                 "events": self._history.events(),
                 "per_minute": self._history.per_minute(self._clock())}
@@ -126,6 +148,7 @@ class WholeServer:
 
 def _entry(entry: LoadedModel, pid: int | None) -> dict[str, Any]:
     return {"model": entry.key[0], "version": entry.key[1], "bytes": entry.size,
+            "device_bytes": entry.device_size,
             "pinned": entry.pinned, "in_flight": entry.in_flight,
             "loaded_at": iso(entry.loaded_at, "milliseconds"),
             "last_used": iso(entry.last_used, "milliseconds"),

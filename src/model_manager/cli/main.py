@@ -55,7 +55,12 @@ def main() -> None:
 @click.option("--model-threads", type=int, help="Intra-op threads per loaded model. [default: 1]")
 @click.option("--inference-threads", type=int,
               help="Predictions running in worker threads at once. [default: the cores]")
-@click.option("--torch-device", help="Where PyTorch models run, e.g. cuda. [default: cpu]")
+@click.option("--device", "--torch-device", "device",
+              help="Where models run that can run on a GPU (PyTorch, ONNX, XGBoost, Keras on "
+                   "JAX, text models): cpu, cuda or cuda:N. [default: cpu]")
+@click.option("--gpu-memory-budget",
+              help="Device bytes loaded models may hold, e.g. 20GiB. [default: 90% of the "
+                   "device's free memory at start]")
 @click.option("--demo/--no-demo", default=None,
               help="Register the demo models when the registry is empty. [default: off]")
 @click.option("--memory-budget",
@@ -134,6 +139,8 @@ def serve(**flags: Any) -> None:
         raise click.UsageError(f"--workers takes 1 to {MAX_WORKERS}, not {settings.workers}")
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.device != "cpu":
+        _check_device(settings.device)
     if settings.http_server == "granian" or settings.workers > 1:
         for name, value in flags.items():  # the worker builds its settings from the environment
             if value is not None:
@@ -160,6 +167,15 @@ def serve(**flags: Any) -> None:
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, access_log=False, timeout_keep_alive=75,
                 timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
+
+
+def _check_device(device: str) -> None:
+    from model_manager import devices
+
+    try:
+        devices.check_device(device)
+    except devices.NoDevice as exc:
+        raise click.ClickException(f"--device {device}: {exc}") from None
 
 
 def _serve_workers(settings: Any) -> None:

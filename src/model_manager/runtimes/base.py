@@ -21,7 +21,7 @@ class LoadOptions:
     threads: int = 1
     """Intra-op threads per model, so N loaded models do not each start a thread per core."""
     device: str = "cpu"
-    """PyTorch device, e.g. ``cuda`` where available."""
+    """Where the model runs: ``cpu`` or ``cuda:N`` (formats that are ``accelerated``)."""
 
 
 class Runtime(Protocol):
@@ -66,6 +66,11 @@ class ModelFormat(Protocol):
     @property
     def suffixes(self) -> tuple[str, ...]:
         """File name endings that mean this format, lower case, with the dot."""
+        ...
+
+    @property
+    def accelerated(self) -> bool:
+        """Whether models of this format can run on a CUDA device (``LoadOptions.device``)."""
         ...
 
     @property

@@ -36,6 +36,7 @@ import numpy as np
 from model_manager.errors import InvalidArtifact, InvalidInput, ModelError
 from model_manager.runtimes.archive import has_module, missing_extra, zip_members
 from model_manager.runtimes.base import LoadOptions
+from model_manager.runtimes.onnx import open_session
 from model_manager.runtimes.signature import Signature, TensorSpec
 from model_manager.types import Array, Tensors
 
@@ -56,6 +57,7 @@ class HuggingFaceFormat:
     suffixes = (".zip",)
     """No other format is a plain zip; without the name, the members tell (``sniff``)."""
     extra = "huggingface"
+    accelerated = True
 
     def is_available(self) -> bool:
         return has_module("tokenizers")
@@ -71,7 +73,6 @@ class HuggingFaceFormat:
             import tokenizers
         except ImportError:
             raise missing_extra("huggingface", "huggingface") from None
-        import onnxruntime as ort
 
         with tempfile.TemporaryDirectory(prefix="model-manager-hf-") as work:
             folder = _unpacked(path, Path(work))
@@ -82,16 +83,8 @@ class HuggingFaceFormat:
                 tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
             except Exception as exc:  # the Rust side raises its own Exception
                 raise InvalidArtifact(f"tokenizer.json is not a tokenizer: {_first_line(exc)}") from exc
-            session_options = ort.SessionOptions()
-            session_options.log_severity_level = 3
-            session_options.intra_op_num_threads = options.threads
-            session_options.inter_op_num_threads = 1
-            try:
-                session = ort.InferenceSession(str(folder / "model.onnx"), session_options,
-                                               providers=["CPUExecutionProvider"])
-            except Exception as exc:
-                raise InvalidArtifact(f"model.onnx is not a loadable ONNX model: "
-                                      f"{_first_line(exc)}") from exc
+            session = open_session(folder / "model.onnx", options,
+                                   "model.onnx is not a loadable ONNX model")
         wanted = dict(signature.parameters) if signature is not None else {}
         model = TextModel.read(session, tokenizer, config, tokenizer_config, wanted)
         built = model.signature()

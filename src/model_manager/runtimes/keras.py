@@ -14,12 +14,13 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model_manager.errors import InvalidArtifact, ModelError, UnsafeArtifact
+from model_manager.errors import InvalidArtifact, ModelError, Unavailable, UnsafeArtifact
 from model_manager.runtimes.archive import HDF5_MAGIC, has_module, missing_extra, zip_members
 from model_manager.runtimes.base import LoadOptions
 from model_manager.runtimes.signature import Signature, TensorSpec, datatype_of
@@ -33,6 +34,7 @@ class KerasFormat:
     platform = "keras"
     suffixes = (".keras", ".h5", ".hdf5")
     extra = "keras"
+    accelerated = True
 
     def is_available(self) -> bool:
         return has_module("keras")
@@ -53,8 +55,40 @@ class KerasFormat:
         with tempfile.TemporaryDirectory(prefix="keras-") as folder:
             named = Path(folder) / ("model.h5" if is_h5 else "model.keras")
             named.symlink_to(path.resolve())
-            model = _load(keras, named, is_h5, options.allow_custom_code)
-        return KerasRuntime(model, signature or _read_signature(model))
+            with _placed(device := _jax_device(keras, options.device)):
+                model = _load(keras, named, is_h5, options.allow_custom_code)
+        return KerasRuntime(model, signature or _read_signature(model), device)
+
+
+def _jax_device(keras: Any, device: str) -> Any:
+    """The JAX device to run on, or None to leave JAX's default (the CPU where JAX has no other
+    backend). Only the JAX backend is placed."""
+    if keras.backend.backend() != "jax":
+        if device != "cpu":
+            raise Unavailable(f"Keras runs models on {device} with the JAX backend only "
+                              f"(KERAS_BACKEND is {keras.backend.backend()!r})", retry_after=60)
+        return None
+    import jax
+
+    if device == "cpu":
+        return None if jax.default_backend() == "cpu" else jax.devices("cpu")[0]
+    try:
+        gpus = jax.devices("cuda")
+    except RuntimeError:
+        raise Unavailable(f"JAX here cannot run models on {device}: install its CUDA plugin "
+                          "(pip install 'jax[cuda12]')", retry_after=60) from None
+    index = int(device.partition(":")[2] or 0)
+    if index >= len(gpus):
+        raise Unavailable(f"JAX sees {len(gpus)} CUDA devices, not {device}", retry_after=60)
+    return gpus[index]
+
+
+def _placed(device: Any) -> AbstractContextManager[Any]:
+    if device is None:
+        return nullcontext()
+    import jax
+
+    return jax.default_device(device)  # type: ignore[no-any-return]
 
 
 def _load(keras: Any, path: Path, is_h5: bool, allow_custom_code: bool) -> Any:
@@ -73,15 +107,17 @@ def _load(keras: Any, path: Path, is_h5: bool, allow_custom_code: bool) -> Any:
 
 
 class KerasRuntime:
-    def __init__(self, model: Any, signature: Signature) -> None:
+    def __init__(self, model: Any, signature: Signature, device: Any = None) -> None:
         self._model = model
         self.signature = signature
         self._names = [t.name for t in signature.inputs]
+        self._device = device
 
     def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, Array]:
         batch = [inputs[name] for name in self._names]
         try:
-            raw = self._model.predict_on_batch(batch[0] if len(batch) == 1 else batch)
+            with _placed(self._device):
+                raw = self._model.predict_on_batch(batch[0] if len(batch) == 1 else batch)
         except Exception as exc:  # backends raise their own error types
             raise ModelError(f"Keras failed: {_first_line(exc)}") from exc
         values = raw if isinstance(raw, list | tuple) else [raw]

@@ -25,6 +25,7 @@ class LightGBMFormat:
     platform = "lightgbm"
     suffixes = (".txt", ".lgb")
     extra = "lightgbm"
+    accelerated = False
 
     def is_available(self) -> bool:
         return has_module("lightgbm")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from model_manager.errors import InvalidArtifact, InvalidInput, ModelError
+from model_manager.errors import InvalidArtifact, InvalidInput, ModelError, Unavailable
 from model_manager.runtimes.base import LoadOptions
 from model_manager.runtimes.signature import Signature, TensorSpec
 from model_manager.types import Array, Tensors
@@ -29,6 +29,7 @@ class OnnxFormat:
     platform = "onnxruntime_onnx"
     suffixes = (".onnx",)
     extra = None
+    accelerated = True
 
     def is_available(self) -> bool:
         return True
@@ -38,18 +39,41 @@ class OnnxFormat:
         return head[:1] == b"\x08"
 
     def load(self, path: Path, options: LoadOptions, signature: Signature | None) -> OnnxRuntime:
-        import onnxruntime as ort
-
-        session_options = ort.SessionOptions()
-        session_options.log_severity_level = 3
-        session_options.intra_op_num_threads = options.threads
-        session_options.inter_op_num_threads = 1
-        try:
-            session = ort.InferenceSession(str(path), session_options,
-                                           providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise InvalidArtifact(f"not a loadable ONNX model: {_first_line(exc)}") from exc
+        session = open_session(path, options, "not a loadable ONNX model")
         return OnnxRuntime(session, _checked(signature, _read_signature(session)))
+
+
+def open_session(path: Path, options: LoadOptions, refusal: str) -> Any:
+    """An onnxruntime session on ``options.device``: the CUDA execution provider for
+    ``cuda:N`` (which needs onnxruntime-gpu), else the CPU's. ``refusal`` opens the message of
+    a file onnxruntime cannot load."""
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.log_severity_level = 3
+    session_options.intra_op_num_threads = options.threads
+    session_options.inter_op_num_threads = 1
+    providers = execution_providers(options.device, ort.get_available_providers())
+    try:
+        session = ort.InferenceSession(str(path), session_options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise InvalidArtifact(f"{refusal}: {_first_line(exc)}") from exc
+    if providers[0][0] not in session.get_providers():  # it falls back to the CPU quietly
+        raise Unavailable(f"onnxruntime could not start its {providers[0][0]} on "
+                          f"{options.device}", retry_after=60)
+    return session
+
+
+def execution_providers(device: str, available: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """The providers for a session on ``device``, from those this onnxruntime has."""
+    if device == "cpu":
+        return [("CPUExecutionProvider", {})]
+    if "CUDAExecutionProvider" not in available:
+        raise Unavailable(f"this onnxruntime cannot run models on {device} (it has "
+                          f"{', '.join(available)}): install ml-model-manager[gpu], which brings "
+                          "onnxruntime-gpu", retry_after=60)
+    index = device.partition(":")[2] or "0"
+    return [("CUDAExecutionProvider", {"device_id": index}), ("CPUExecutionProvider", {})]
 
 
 class OnnxRuntime:

@@ -89,17 +89,21 @@ class Isolation:
         if self.mode not in ISOLATE_MODES:
             raise ValueError(f"--isolate takes {'|'.join(ISOLATE_MODES)}, not {self.mode!r}")
 
-    def is_isolated(self, format_name: str, path: Path, options: LoadOptions) -> bool:
+    def is_isolated(self, format_name: str, path: Path | None, options: LoadOptions) -> bool:
+        """Whether a version of this format runs in a process of its own; with no ``path``
+        (the file unread), a scikit-learn file is taken to be a pickle."""
         if self.mode != "untrusted":
             return self.mode == "all"
         return runs_code(format_name, path, options)
 
 
-def runs_code(format_name: str, path: Path, options: LoadOptions) -> bool:
+def runs_code(format_name: str, path: Path | None, options: LoadOptions) -> bool:
     """Whether loading or running this model can run arbitrary code: a pickle (and a skops
     file, once every type in it is trusted with --allow-pickle), or a Keras model while custom
     code is allowed."""
     if format_name == "sklearn":
+        if path is None:
+            return True
         with open(path, "rb") as f:
             return f.read(4) != b"PK\x03\x04" or options.allow_pickle
     return format_name == "keras" and options.allow_custom_code

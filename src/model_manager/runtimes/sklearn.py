@@ -29,6 +29,7 @@ class SklearnFormat:
     platform = "sklearn"
     suffixes = (".skops", *_PICKLE_SUFFIXES)
     extra = None
+    accelerated = False
 
     def is_available(self) -> bool:
         return True

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from model_manager.devices import release_device_memory
 from model_manager.errors import InvalidArtifact, ModelError
 from model_manager.runtimes.archive import has_module, missing_extra, zip_members
 from model_manager.runtimes.base import LoadOptions
@@ -27,6 +28,7 @@ class TorchFormat:
     platform = "pytorch"
     suffixes = (".pt", ".pt2", ".torchscript")
     extra = "torch"
+    accelerated = True
 
     def is_available(self) -> bool:
         return has_module("torch")
@@ -64,6 +66,14 @@ class TorchFormat:
             module = module.to(options.device)
         return TorchRuntime(module, chosen, options.device)
 
+    def first_use(self, device: str) -> None:
+        """PyTorch's first use of a CUDA device: the state it keeps for the process's life
+        (its cuBLAS handle and workspace), which the server is charged, not the first model."""
+        import torch
+
+        square = torch.ones((64, 64), device=device)
+        (square @ square).sum().item()
+
 
 class TorchRuntime:
     def __init__(self, module: Any, signature: Signature, device: str) -> None:
@@ -88,6 +98,8 @@ class TorchRuntime:
 
     def unload(self) -> None:
         self._module = None
+        if self._device != "cpu":  # PyTorch keeps freed blocks cached for its next allocation
+            release_device_memory()
 
 
 def _exported_signature(program: Any) -> Signature:

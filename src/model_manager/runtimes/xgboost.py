@@ -7,13 +7,14 @@ The signature follows the scikit-learn runtime: one FP32 input of ``num_features
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model_manager.errors import InvalidArtifact, ModelError
+from model_manager.errors import InvalidArtifact, ModelError, Unavailable
 from model_manager.runtimes.archive import has_module, missing_extra
 from model_manager.runtimes.base import LoadOptions
 from model_manager.runtimes.boosting import booster_outputs, booster_signature
@@ -26,6 +27,7 @@ class XGBoostFormat:
     platform = "xgboost"
     suffixes = (".ubj", ".json")
     extra = "xgboost"
+    accelerated = True
 
     def is_available(self) -> bool:
         return has_module("xgboost")
@@ -40,7 +42,7 @@ class XGBoostFormat:
             import xgboost
         except ImportError:
             raise missing_extra("xgboost", "xgboost") from None
-        booster = xgboost.Booster({"nthread": options.threads})
+        booster = xgboost.Booster({"nthread": options.threads, "device": _device(options.device)})
         try:
             booster.load_model(bytearray(path.read_bytes()))  # a blob's name has no suffix
         except xgboost.core.XGBoostError as exc:
@@ -71,6 +73,20 @@ class XGBoostRuntime:
 
     def unload(self) -> None:
         self._booster = None
+
+
+def _device(device: str) -> str:
+    """XGBoost's ``device`` parameter; a build without CUDA would quietly predict on the CPU."""
+    if device == "cpu":
+        return device
+    import xgboost
+
+    if not xgboost.build_info().get("USE_CUDA"):
+        raise Unavailable(f"this XGBoost build cannot run models on {device}: install "
+                          "ml-model-manager[gpu], which brings the CUDA build", retry_after=60)
+    # Inputs arrive in host memory: XGBoost copies them over, and says so on every call.
+    warnings.filterwarnings("ignore", message=".*mismatched devices.*", category=UserWarning)
+    return device
 
 
 def _is_classifier(objective: str) -> bool:

@@ -17,6 +17,11 @@ A sized mapping, a policy and hooks:
   ``UNREACHABLE_BACKOFF`` seconds, but leaves the version UNAVAILABLE rather than FAILED: the
   fault is not the model's.
 - *Hooks*: loads, failures and unloads are reported to ``CacheHooks`` (metrics).
+- *Two budgets*: with an accelerator (``--device cuda``), a version placed on it also has a
+  device size, what its load added to the process's device memory, and the device budget bounds
+  those sizes the same way: a load makes room in each budget it needs, evicting the least
+  recently used models that hold bytes there. The host and device budgets are checked
+  independently; a CPU model is never evicted to make room on the device.
 - *Shared*: with several worker processes (``workers.Siblings``), the budget is the whole
   server's: a load fits when this worker's bytes plus the other workers' fit, decided under the
   siblings' lock; a load that needs room others hold says so, and they evict their least
@@ -71,6 +76,31 @@ class SharedBudget(Protocol):
     def holdings(self, loaded: list[tuple[str, int, int]]) -> None: ...
 
 
+class DeviceBudget(Protocol):
+    """The accelerator as the cache sees it (``devices.Placement``)."""
+
+    @property
+    def budget(self) -> int: ...
+
+    def on_device(self, version: VersionRecord) -> bool: ...
+
+    def prepare(self, version: VersionRecord) -> None:
+        """A framework's first use of the device, charged to the server (before measuring)."""
+        ...
+
+    def used(self) -> int:
+        """Device bytes this process holds now."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Need:
+    """Bytes a version holds or needs: in host memory and on the device."""
+
+    host: int
+    device: int = 0
+
+
 class State(enum.StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
     LOADING = "LOADING"
@@ -85,6 +115,7 @@ class LoadedModel:
     size: int
     loaded_at: float
     last_used: float
+    device_size: int = 0
     pinned: bool = False
     in_flight: int = 0
     removed: bool = False
@@ -105,6 +136,7 @@ class VersionState:
     pinned: bool = False
     last_used: float | None = None
     in_flight: int = 0
+    device_size: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +160,9 @@ class ModelCache:
                  trim: Callable[[], None] = release_freed_memory,
                  room_wait: float = 10.0, backoff: tuple[float, float] = (1.0, 60.0),
                  after_load: Callable[[LoadedModel], Awaitable[None]] | None = None,
-                 shared: SharedBudget | None = None) -> None:
+                 shared: SharedBudget | None = None, device: DeviceBudget | None = None) -> None:
         self.budget = budget
+        self.device = device
         self._shared = shared
         self._loader = loader
         self._hooks: CacheHooks = hooks or NoHooks()
@@ -144,8 +177,9 @@ class ModelCache:
         self._loading: dict[Key, asyncio.Future[LoadedModel]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: dict[Key, _Failure] = {}
-        self._sizes: dict[Key, int] = {}
+        self._sizes: dict[Key, Need] = {}
         self._reserved = 0
+        self._device_reserved = 0
         self._wanted = 0
         self._clean: dict[Key, bool] = {}
         self._changed: asyncio.Future[None] | None = None
@@ -156,6 +190,11 @@ class ModelCache:
     def used(self) -> int:
         """Accounted bytes of loaded models."""
         return sum(e.size for e in self._entries.values())
+
+    @property
+    def device_used(self) -> int:
+        """Accounted device bytes of loaded models."""
+        return sum(e.device_size for e in self._entries.values())
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._entries.values())
@@ -168,7 +207,7 @@ class ModelCache:
         entry = self._entries.get(key)
         if entry is not None:
             return VersionState(State.READY, None, entry.size, entry.pinned, entry.last_used,
-                                entry.in_flight)
+                                entry.in_flight, entry.device_size)
         if key in self._loading:
             return VersionState(State.LOADING)
         failure = self._failures.get(key)
@@ -288,41 +327,54 @@ class ModelCache:
 
     async def _load_entry(self, version: VersionRecord) -> LoadedModel:
         key = (version.model, version.number)
-        need = self._sizes.get(key) or self._estimate(version)
+        need = self._sizes.get(key) or self._estimated(version)
         self._check_fits(version, need, "estimated from its artifact")
         await self._make_room(need)  # reserves ``need``
         started = time.perf_counter()
         try:
             entry, measured = await self._measured_load(version)
         finally:
-            self._reserved -= need
+            self._reserved -= need.host
+            self._device_reserved -= need.device
             self._notify()
-        entry.size = need if measured is None else measured
+        size = need if measured is None else measured
+        entry.size, entry.device_size = size.host, size.device
         if measured is not None:
             self._sizes[key] = measured
         self._entries[key] = entry
         self._publish()
         try:
-            self._check_fits(version, entry.size, "measured")
-            await self._make_room(0, keep=entry)
+            self._check_fits(version, size, "measured")
+            await self._make_room(Need(0), keep=entry)
         except BaseException:
             await self._remove(entry, UnloadReason.REQUESTED)
             raise
         seconds = time.perf_counter() - started
-        log.info("loaded %s v%d: %s in %.3fs", *key, human_size(entry.size), seconds)
+        on_device = f" (+{human_size(entry.device_size)} on the device)" if entry.device_size else ""
+        log.info("loaded %s v%d: %s%s in %.3fs", *key, human_size(entry.size), on_device, seconds)
         self._hooks.on_load(key, entry.size, seconds)
         self._record_holdings()
         return entry
 
-    async def _measured_load(self, version: VersionRecord) -> tuple[LoadedModel, int | None]:
+    def _estimated(self, version: VersionRecord) -> Need:
+        host = self._estimate(version)
+        on_device = self.device is not None and self.device.on_device(version)
+        return Need(host, host if on_device else 0)
+
+    async def _measured_load(self, version: VersionRecord) -> tuple[LoadedModel, Need | None]:
         """Load in a worker thread, then run the after-load work (warm-up, golden probe) before
-        any request; the RSS all of it added, or None if other loads or unloads overlapped."""
+        any request; the RSS (and device memory) all of it added, or None if other loads or
+        unloads overlapped."""
         key = (version.model, version.number)
+        device = self.device if self.device is not None and self.device.on_device(version) else None
+        if device is not None:
+            await anyio.to_thread.run_sync(device.prepare, version)
         alone = not self._clean
         self._disturb()
         self._clean[key] = alone
         try:
             before = await anyio.to_thread.run_sync(self._settled_rss)
+            device_before = await anyio.to_thread.run_sync(device.used) if device else 0
             runtime = await anyio.to_thread.run_sync(self._loader, version)
             now = self._clock()
             entry = LoadedModel(version, runtime, 0, loaded_at=now, last_used=now)
@@ -333,9 +385,11 @@ class ModelCache:
                     log.exception("after-load work for %s v%d failed", *key)
             added = await anyio.to_thread.run_sync(self._settled_rss) - before
             added += await anyio.to_thread.run_sync(resident_elsewhere, runtime)
+            device_added = (await anyio.to_thread.run_sync(device.used) - device_before
+                            if device else 0)
         finally:
             clean = self._clean.pop(key)
-        return entry, (max(added, 0) if clean else None)
+        return entry, (Need(max(added, 0), max(device_added, 0)) if clean else None)
 
     def _settled_rss(self) -> int:
         self._trim()
@@ -346,12 +400,17 @@ class ModelCache:
         for key in self._clean:
             self._clean[key] = False
 
-    def _check_fits(self, version: VersionRecord, size: int, how: str) -> None:
-        if size > self.budget:
+    def _check_fits(self, version: VersionRecord, size: Need, how: str) -> None:
+        if size.host > self.budget:
             raise Unavailable(f"version {version.number} of {version.model!r} needs "
-                              f"{human_size(size)} ({how}), more than the whole memory budget of "
-                              f"{human_size(self.budget)}; "
+                              f"{human_size(size.host)} ({how}), more than the whole memory "
+                              f"budget of {human_size(self.budget)}; "
                               "raise --memory-budget", retry_after=60)
+        if self.device is not None and size.device > self.device.budget:
+            raise Unavailable(f"version {version.number} of {version.model!r} needs "
+                              f"{human_size(size.device)} of device memory ({how}), more than "
+                              f"the whole device budget of {human_size(self.device.budget)}; "
+                              "raise --gpu-memory-budget", retry_after=60)
 
     def _record_failure(self, version: VersionRecord, exc: Exception) -> Unavailable:
         key = (version.model, version.number)
@@ -370,36 +429,48 @@ class ModelCache:
 
     # ---- making room -------------------------------------------------------------------------
 
-    async def _make_room(self, need: int, keep: LoadedModel | None = None) -> None:
-        """Evict until ``need`` more bytes fit, then reserve them (``_reserved``)."""
+    async def _make_room(self, need: Need, keep: LoadedModel | None = None) -> None:
+        """Evict until ``need`` more bytes fit in each budget, then reserve them."""
         deadline = time.monotonic() + self._room_wait
-        while not self._reserve(need):
-            victim = self._lru_victim(keep)
+        on_device = need.device > 0 or (keep is not None and keep.device_size > 0)
+        while (host_fits := self._reserve(need, on_device)) is not True:
+            victim = self._lru_victim(keep, device_only=host_fits is None)
             if victim is not None:
                 await self._remove(victim, UnloadReason.EVICTED)
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._want(0)
-                raise Overloaded(
-                    f"the memory budget ({human_size(self.budget)}) is held by models that are "
-                    f"busy or pinned; {human_size(need)} more are needed",
-                    retry_after=max(1, round(self._room_wait)))
-            self._want(need)  # other workers evict for it, if they can
+                raise Overloaded(self._no_room(need, device=host_fits is None),
+                                 retry_after=max(1, round(self._room_wait)))
+            self._want(need.host)  # other workers evict for it, if they can
             await self._wait_for_change(remaining if self._shared is None
                                         else min(remaining, SHARED_POLL))
         self._want(0)
 
-    def _reserve(self, need: int) -> bool:
-        """Reserve ``need`` bytes if they fit with what is held here and by the other workers;
-        the check and the reservation are one step for all the workers."""
+    def _reserve(self, need: Need, on_device: bool = False) -> bool | None:
+        """Reserve ``need`` if it fits with what is held here and by the other workers (the
+        check and the reservation are one step for all the workers), and on the device if the
+        load goes there: True when reserved, False when host memory is short, None when only
+        the device is."""
         with self._shared.locked() if self._shared is not None else nullcontext():
             others = self._shared.others_held() if self._shared is not None else 0
-            if self.used + self._reserved + need + others > self.budget:
+            if self.used + self._reserved + need.host + others > self.budget:
                 return False
-            self._reserved += need
+            if (on_device and self.device is not None
+                    and self.device_used + self._device_reserved + need.device > self.device.budget):
+                return None
+            self._reserved += need.host
+            self._device_reserved += need.device
             self._publish()
             return True
+
+    def _no_room(self, need: Need, *, device: bool) -> str:
+        if device and self.device is not None:
+            return (f"the device memory budget ({human_size(self.device.budget)}) is held by "
+                    f"models that are busy or pinned; {human_size(need.device)} more are needed")
+        return (f"the memory budget ({human_size(self.budget)}) is held by models that are "
+                f"busy or pinned; {human_size(need.host)} more are needed")
 
     def _want(self, need: int) -> None:
         if need != self._wanted:
@@ -426,9 +497,12 @@ class ModelCache:
             evicted.append(victim.key)
         return evicted
 
-    def _lru_victim(self, keep: LoadedModel | None) -> LoadedModel | None:
+    def _lru_victim(self, keep: LoadedModel | None, device_only: bool = False) -> LoadedModel | None:
+        """The least recently used idle model; one that holds device memory if only the device
+        is short (evicting a CPU model would free nothing there)."""
         candidates = [e for e in self._entries.values()
-                      if e is not keep and not e.pinned and e.in_flight == 0]
+                      if e is not keep and not e.pinned and e.in_flight == 0
+                      and (e.device_size > 0 or not device_only)]
         return min(candidates, key=lambda e: e.last_used, default=None)
 
     async def _remove(self, entry: LoadedModel, reason: UnloadReason) -> None:

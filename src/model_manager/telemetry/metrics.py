@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -71,6 +71,9 @@ class Metrics:
         self._scraped: list[Collector] = []
         self._cache: tuple[Callable[[], float], Callable[[], float]] = (lambda: 0, lambda: 0)
         self._writers: Mapping[str, WriteBehind] = {}
+        self._device_sizes: Callable[[], Mapping[VersionKey, int]] | None = None
+        self._device_context: Callable[[], int] = lambda: 0
+        self._device_held: Callable[[], int] = lambda: 0
         self._dropped: dict[str, int] = {}
         self._dropped_lock = threading.Lock()
         labels = ["model", "version"]
@@ -139,6 +142,32 @@ class Metrics:
         self.memory_budget.set(budget)
         self._publish_cache()
 
+    def watch_device(self, sizes: Callable[[], Mapping[VersionKey, int]], budget: int,
+                     context: Callable[[], int], held: Callable[[], int]) -> None:
+        """Export the accelerator's budget, each loaded version's device bytes and their sum
+        (after each load and unload, and at each scrape), the server's own bytes there (the
+        CUDA context) and what the process holds there, measured at each scrape."""
+        livesum: dict[str, Any] = {"multiprocess_mode": "livesum", "registry": self.registry}
+        self._device_sizes = sizes
+        self._device_context = context
+        self._device_held = held
+        self.device_budget = Gauge("model_manager_device_memory_budget_bytes",
+                                   "Device memory the loaded versions may hold in all.", **livesum)
+        self.device_loaded = Gauge("model_manager_device_loaded_bytes",
+                                   "Accounted device memory of the loaded versions.", **livesum)
+        self.device_version = Gauge("model_manager_device_version_bytes",
+                                    "Accounted device memory of each loaded version (0 once "
+                                    "unloaded).", ["model", "version"], **livesum)
+        self.device_context = Gauge("model_manager_device_context_bytes",
+                                    "Device memory the server holds for itself: the CUDA "
+                                    "context, frameworks' first use.", **livesum)
+        self.device_process = Gauge("model_manager_device_process_bytes",
+                                    "Device memory the process holds, as the driver counts it.",
+                                    **livesum)
+        self._device_shown: set[VersionKey] = set()
+        self.device_budget.set(budget)
+        self._publish_cache()
+
     def watch_registry(self, is_up: Callable[[], float], down_seconds: Callable[[], float],
                        writers: Mapping[str, WriteBehind]) -> None:
         """Export whether the registry answers, for how long it has not, and the writes
@@ -157,6 +186,7 @@ class Metrics:
         """Bring this worker's pending and dropped writes up to date in the server's sums. A
         scrape does it for the scraping worker; the others must call it every
         ``PUBLISH_EVERY`` seconds. (The loaded-model gauges follow the cache's hooks.)"""
+        self._publish_device_held()
         for kind, writer in self._writers.items():
             self.writes_pending.labels(kind).set(writer.pending_count())
             with self._dropped_lock:  # a scrape and the periodic call may race
@@ -188,6 +218,19 @@ class Metrics:
         used, count = self._cache
         self.loaded_bytes.set(used())
         self.loaded_models.set(count())
+        if self._device_sizes is not None:
+            sizes = self._device_sizes()
+            for key in self._device_shown - sizes.keys():
+                self.device_version.labels(key[0], str(key[1])).set(0)
+            for key, size in sizes.items():
+                self.device_version.labels(key[0], str(key[1])).set(size)
+            self._device_shown = set(sizes)
+            self.device_loaded.set(sum(sizes.values()))
+            self.device_context.set(self._device_context())
+
+    def _publish_device_held(self) -> None:
+        if self._device_sizes is not None:
+            self.device_process.set(self._device_held())
 
     def on_request(self, key: VersionKey, outcome: str, seconds: float,
                    inference: float | None) -> None:
