@@ -1,5 +1,6 @@
-// Memory: the model cache as a picture. The budget with each loaded version's share, the loaded
-// versions by size (pinned, last used, serving now), and loads and evictions over the last hour.
+// Memory: the model cache as a picture. The budget with each loaded version's share (and, when
+// models run on a GPU, the device budget with theirs), the loaded versions by size (pinned, last
+// used, serving now), and loads and evictions over the last hour.
 // Each part is drawn again only when what it shows changed, so a tooltip being read stays.
 //
 // Reads GET /api/cache: its per-minute counts for the chart, its latest events for the list; and
@@ -27,8 +28,8 @@ export function mount(root) {
     const [cache, replicas] = await Promise.all([api("GET", "/api/cache"), api("GET", "/api/replicas")]);
     const held = replicas.map((r) => [r.id, r.used_bytes, r.budget_bytes, r.versions.length]);
     redraw(fleet, held, () => drawReplicas(fleet, replicas));
-    const shares = cache.loaded.map((e) => [e.model, e.version, e.bytes, e.pinned]);
-    redraw(budget, [cache.budget_bytes, cache.used_bytes, shares], () => drawBudget(budget, cache));
+    const shares = cache.loaded.map((e) => [e.model, e.version, e.bytes, e.device_bytes, e.pinned]);
+    redraw(budget, [cache.budget_bytes, cache.used_bytes, shares, cache.device], () => drawBudget(budget, cache));
     const rows = cache.loaded.map((entry) => ({ ...entry, ago: ago(entry.last_used, cache.until) }));
     redraw(loaded, rows, () => drawLoaded(loaded, rows));
     const hour = lastHour(cache);
@@ -42,10 +43,40 @@ function label(entry) {
 }
 
 function drawBudget(box, cache) {
+  const device = cache.device;
+  fill(
+    box,
+    el("h2", {}, "Budget"),
+    meter("used", "memory budget", cache.loaded, (e) => e.bytes, cache.used_bytes, cache.budget_bytes),
+    device
+      ? [
+          el("h2", {}, `Device memory: ${device.device} (${device.name})`),
+          meter(
+            "device",
+            "device memory budget",
+            cache.loaded.filter((e) => e.device_bytes > 0),
+            (e) => e.device_bytes,
+            device.used_bytes,
+            device.budget_bytes,
+          ),
+          el(
+            "p",
+            { class: "hint", dataset: { memory: "device-process" } },
+            `The process holds ${bytes(device.process_bytes)} on the device: the models' share, ` +
+              `the server's own ${bytes(device.context_bytes)} (CUDA context, frameworks' first use) ` +
+              "and what frameworks keep cached.",
+          ),
+        ]
+      : [],
+  );
+}
+
+// One budget as a bar: each entry's share (sizeOf) of it, and a legend.
+function meter(name, what, entries, sizeOf, used, budget) {
   const width = 1000;
   let x = 0;
-  const segments = cache.loaded.map((entry, i) => {
-    const w = Math.max(2, (entry.bytes / Math.max(cache.budget_bytes, 1)) * width);
+  const segments = entries.map((entry, i) => {
+    const w = Math.max(2, (sizeOf(entry) / Math.max(budget, 1)) * width);
     const segment = svg(
       "rect",
       {
@@ -56,19 +87,17 @@ function drawBudget(box, cache) {
         fill: PALETTE[i % PALETTE.length],
         class: entry.pinned ? "segment pinned" : "segment",
       },
-      svg("title", {}, `${label(entry)}: ${bytes(entry.bytes)}${entry.pinned ? " (pinned)" : ""}`),
+      svg("title", {}, `${label(entry)}: ${bytes(sizeOf(entry))}${entry.pinned ? " (pinned)" : ""}`),
     );
     x += w;
     return segment;
   });
-  fill(
-    box,
-    el("h2", {}, "Budget"),
+  return [
     el(
       "p",
-      { class: "big", dataset: { memory: "used" } },
-      `${bytes(cache.used_bytes)} of ${bytes(cache.budget_bytes)} used (${percent(cache.used_bytes / cache.budget_bytes)})`,
-      ` · ${count(cache.loaded.length)} versions loaded`,
+      { class: "big", dataset: { memory: name } },
+      `${bytes(used)} of ${bytes(budget)} used (${percent(used / budget)})`,
+      ` · ${count(entries.length)} versions loaded`,
     ),
     svg(
       "svg",
@@ -77,7 +106,7 @@ function drawBudget(box, cache) {
         viewBox: `0 0 ${width} 36`,
         preserveAspectRatio: "none",
         role: "img",
-        "aria-label": "memory budget and the loaded versions' shares",
+        "aria-label": `${what} and the loaded versions' shares`,
       },
       svg("rect", { x: 0, y: 0, width, height: 36, class: "meter-track" }),
       segments,
@@ -85,7 +114,7 @@ function drawBudget(box, cache) {
     el(
       "ul",
       { class: "legend" },
-      cache.loaded.map((entry, i) =>
+      entries.map((entry, i) =>
         el(
           "li",
           {},
@@ -94,11 +123,11 @@ function drawBudget(box, cache) {
             { width: 12, height: 12, "aria-hidden": "true" },
             svg("rect", { width: 12, height: 12, fill: PALETTE[i % PALETTE.length] }),
           ),
-          `${label(entry)} ${bytes(entry.bytes)}${entry.pinned ? " · pinned" : ""}`,
+          `${label(entry)} ${bytes(sizeOf(entry))}${entry.pinned ? " · pinned" : ""}`,
         ),
       ),
     ),
-  );
+  ];
 }
 
 // Every replica sharing the registry: its address, its share of its budget, the versions it holds.
@@ -147,7 +176,7 @@ function drawLoaded(box, rows) {
     heading,
     table(
       "loaded",
-      ["Version", "Size", "", "Pinned", "Last used", "Loaded", "Serving now"],
+      ["Version", "Size", "", "On the device", "Pinned", "Last used", "Loaded", "Serving now"],
       rows.map((entry, i) =>
         el(
           "tr",
@@ -169,6 +198,7 @@ function drawLoaded(box, rows) {
               }),
             ),
           ),
+          el("td", { class: "numeric", dataset: { column: "device" } }, entry.device_bytes ? bytes(entry.device_bytes) : "—"),
           el("td", {}, entry.pinned ? el("span", { class: "chip" }, "pinned") : "—"),
           el("td", { title: when(entry.last_used) }, entry.ago),
           el("td", {}, when(entry.loaded_at)),

@@ -1,0 +1,198 @@
+"""Models on a CUDA device, within its memory budget. The real server and CLI run on a simulated
+device (``tests.fake_device``: its memory is a counter that the context, PyTorch's first use and
+each PyTorch model placed there add to) so that the accounting runs everywhere; the last test
+runs on a real one, where there is one. ``bench/gpu.py`` is the full check on a GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from model_manager import devices
+from tests import fake_device
+from tests.e2e.test_model_cache import metric
+from tests.support import CLI, ServerProcess, push
+
+MiB = 1024 * 1024
+BUDGET = 8 * MiB
+WIDTH = (256, 2048)
+"""Each MLP holds 256x2048 + 2048x4 weights and their biases: 2.04 MiB of FP32."""
+PARAM_BYTES = (WIDTH[0] * WIDTH[1] + WIDTH[1] + WIDTH[1] * 4 + 4) * 4
+MODELS = 6
+
+
+def has_cuda() -> bool:
+    try:
+        devices.check_device("cuda:0")
+    except devices.NoDevice:
+        return False
+    return True
+
+
+def mlp(folder: Path, seed: int) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A torch.export MLP with its own weights, sample rows and its answers on the CPU."""
+    import torch
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(*WIDTH), torch.nn.ReLU(),
+                              torch.nn.Linear(WIDTH[1], 4)).eval()
+    rows = torch.randn(8, WIDTH[0])
+    program = torch.export.export(net, (rows,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    path = folder / f"mlp{seed}.pt2"
+    torch.export.save(program, str(path))
+    with torch.no_grad():
+        return path, rows.numpy(), net(rows).numpy()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, np.ndarray, np.ndarray]]:
+    folder = tmp_path_factory.mktemp("mlps")
+    return [mlp(folder, seed) for seed in range(MODELS)]
+
+
+@pytest.fixture(scope="module")
+def gpu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("gpu") / "var", "--device", "cuda",
+                           "--gpu-memory-budget", "8MiB", "--load-wait", "1s",
+                           command=(sys.executable, "-m", "tests.fake_device"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(gpu_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gpu_server.url, timeout=60) as client:
+        yield client
+
+
+def infer(client: httpx.Client, name: str, rows: np.ndarray) -> httpx.Response:
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape),
+                        "data": rows.ravel().tolist()}]}
+    return client.post(f"/v2/models/{name}/infer", json=body)
+
+
+def answer(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    output = response.json()["outputs"][0]
+    return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+
+
+def device_state(client: httpx.Client) -> dict[str, Any]:
+    device = client.get("/api/cache").json()["device"]
+    assert device is not None
+    return dict(device)
+
+
+def test_six_models_walk_through_a_device_budget_that_holds_three(
+        gpu_server: ServerProcess, client: httpx.Client,
+        models: list[tuple[Path, np.ndarray, np.ndarray]]) -> None:
+    for i, (path, _, _) in enumerate(models):
+        assert push(client, f"mlp{i}", path).status_code == 201
+    start = device_state(client)
+    assert start["device"] == "cuda:0" and start["name"] == fake_device.NAME
+    assert start["budget_bytes"] == BUDGET
+    assert start["context_bytes"] == fake_device.CONTEXT_BYTES
+
+    for _ in range(2):
+        for i, (_, rows, expected) in enumerate(models):
+            np.testing.assert_allclose(answer(infer(client, f"mlp{i}", rows)), expected,
+                                       rtol=1e-5, atol=1e-6)
+            state = device_state(client)
+            assert state["used_bytes"] <= BUDGET
+            assert state["process_bytes"] <= BUDGET + state["context_bytes"]
+
+    state = device_state(client)
+    # PyTorch's first use of the device is the server's, not the first model's.
+    assert state["context_bytes"] == fake_device.CONTEXT_BYTES + fake_device.FIRST_USE_BYTES
+    loaded = client.get("/api/cache").json()["loaded"]
+    assert [e["device_bytes"] for e in loaded] == [PARAM_BYTES] * 3
+    assert state["used_bytes"] == 3 * PARAM_BYTES
+    assert state["process_bytes"] == state["context_bytes"] + 3 * PARAM_BYTES
+    assert metric(gpu_server, "model_manager_evictions_total") >= 4
+
+    last = client.get("/api/models/mlp5").json()["versions"][0]
+    assert (last["state"], last["device"], last["device_bytes"]) == ("READY", "cuda:0", PARAM_BYTES)
+    assert metric(gpu_server, "model_manager_device_memory_budget_bytes") == BUDGET
+    assert metric(gpu_server, "model_manager_device_loaded_bytes") == 3 * PARAM_BYTES
+    assert metric(gpu_server, "model_manager_device_version_bytes", model="mlp5") == PARAM_BYTES
+    assert metric(gpu_server, "model_manager_device_version_bytes", model="mlp0") == 0
+    assert metric(gpu_server, "model_manager_device_context_bytes") == state["context_bytes"]
+    assert metric(gpu_server, "model_manager_device_process_bytes") == state["process_bytes"]
+
+
+def test_pinned_models_hold_the_device_and_a_load_that_finds_no_room_is_503(
+        client: httpx.Client, models: list[tuple[Path, np.ndarray, np.ndarray]]) -> None:
+    for i in (0, 1, 2):
+        assert client.put(f"/api/models/mlp{i}/versions/1/pin").status_code == 200
+    refused = infer(client, "mlp3", models[3][1])
+    assert refused.status_code == 503
+    assert "device memory budget" in refused.json()["error"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert client.delete("/api/models/mlp0/versions/1/pin").status_code == 200
+    np.testing.assert_allclose(answer(infer(client, "mlp3", models[3][1])), models[3][2],
+                               rtol=1e-5, atol=1e-6)
+    loaded = {e["model"] for e in client.get("/api/cache").json()["loaded"]}
+    assert loaded == {"mlp1", "mlp2", "mlp3"}
+    for i in (1, 2):
+        client.delete(f"/api/models/mlp{i}/versions/1/pin")
+
+
+def test_a_format_this_machine_cannot_run_on_the_device_says_so_unless_pinned_to_the_cpu(
+        client: httpx.Client, iris: Any) -> None:
+    assert push(client, "iris-gpu", iris.onnx).status_code == 201
+    refused = infer(client, "iris-gpu", iris.x.astype(np.float32))
+    assert refused.status_code == 503
+    assert "ml-model-manager[gpu]" in refused.json()["error"]
+    assert client.get("/api/models/iris-gpu").json()["versions"][0]["device"] == "cuda:0"
+
+    pinned = push(client, "iris-cpu", iris.onnx, metadata=json.dumps({"device": "cpu"}))
+    assert pinned.status_code == 201
+    assert infer(client, "iris-cpu", iris.x.astype(np.float32)).status_code == 200
+    version = client.get("/api/models/iris-cpu").json()["versions"][0]
+    assert (version["device"], version["device_bytes"]) == ("cpu", 0)
+    # scikit-learn has no GPU runtime: its versions stay on the CPU without being told.
+    assert push(client, "iris-skops", iris.skops).status_code == 201
+    assert client.get("/api/models/iris-skops").json()["versions"][0]["device"] == "cpu"
+
+    wrong = push(client, "iris-x", iris.onnx, metadata=json.dumps({"device": "cuda"}))
+    assert wrong.status_code == 400
+    assert "may only pin a version to 'cpu'" in wrong.json()["error"]
+
+
+def test_a_device_that_is_not_there_stops_the_server_with_the_reason(tmp_path: Path) -> None:
+    if has_cuda():
+        pytest.skip("a CUDA device is present here")
+    result = subprocess.run([CLI, "serve", "--device", "cuda:0", "--data-dir", str(tmp_path),
+                             "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "--device cuda:0:" in result.stderr
+    bad = subprocess.run([CLI, "serve", "--device", "tpu", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "not a device: 'tpu' (cpu, cuda or cuda:N)" in bad.stderr
+
+
+@pytest.mark.skipif(not has_cuda(), reason="no CUDA device here")
+def test_a_real_device_serves_the_same_answers_and_accounts_its_memory(
+        tmp_path: Path, models: list[tuple[Path, np.ndarray, np.ndarray]]) -> None:
+    server = ServerProcess(tmp_path / "var", "--device", "cuda")
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            path, rows, expected = models[0]
+            assert push(client, "mlp", path).status_code == 201
+            np.testing.assert_allclose(answer(infer(client, "mlp", rows)), expected,
+                                       rtol=1e-4, atol=1e-5)
+            version = client.get("/api/models/mlp").json()["versions"][0]
+            assert version["device"] == "cuda:0"
+            assert version["device_bytes"] >= PARAM_BYTES
+            assert device_state(client)["context_bytes"] > 0
+    finally:
+        server.stop()

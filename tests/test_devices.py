@@ -1,0 +1,121 @@
+"""Device names, and how device memory is read: NVML's per-process count (through a stand-in of
+``pynvml``, the NVIDIA library's Python binding), and a framework's first use charged once."""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from model_manager import devices
+
+
+@pytest.mark.parametrize(("text", "device"), [
+    ("cpu", "cpu"), ("CPU", "cpu"), ("cuda", "cuda:0"), ("cuda:0", "cuda:0"), (" cuda:3 ", "cuda:3"),
+])
+def test_device_names(text: str, device: str) -> None:
+    assert devices.parse_device(text) == device
+
+
+@pytest.mark.parametrize("text", ["gpu", "cuda:", "cuda:-1", "cuda:1:2", "tpu", "cuda:99999"])
+def test_other_names_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="cpu, cuda or cuda:N"):
+        devices.parse_device(text)
+
+
+@dataclass
+class Process:
+    pid: int
+    usedGpuMemory: int | None
+
+
+@dataclass
+class MemoryInfo:
+    used: int
+    free: int
+
+
+class FakeNvml(types.ModuleType):
+    """The calls of pynvml that ``NvmlMemory`` makes, on one device of 1000 bytes."""
+
+    def __init__(self) -> None:
+        super().__init__("pynvml")
+        self.processes: list[Process] = []
+        self.device_used = 100  # another process's
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        return f"handle{index}"
+
+    def nvmlDeviceGetName(self, handle: str) -> str:
+        return "Fake H100"
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: str) -> list[Process]:
+        return self.processes
+
+    def nvmlDeviceGetMemoryInfo(self, handle: str) -> MemoryInfo:
+        return MemoryInfo(self.device_used, 1000 - self.device_used)
+
+
+@pytest.fixture
+def nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNvml]:
+    fake = FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    yield fake
+
+
+def test_nvml_counts_this_process_by_its_pid(nvml: FakeNvml) -> None:
+    memory = devices.NvmlMemory(0)
+    assert memory.used() == 0  # no context yet: the process is not listed
+    nvml.processes = [Process(1, 100), Process(os.getpid(), 300)]
+    nvml.device_used = 400
+    assert (memory.used(), memory.free()) == (300, 600)
+
+
+def test_where_pids_differ_nvml_counts_the_device_less_what_others_held_at_start(
+        nvml: FakeNvml) -> None:
+    memory = devices.NvmlMemory(0)  # others hold 100 now
+    nvml.processes = [Process(4242, None)]  # this process, under the container's pid namespace
+    nvml.device_used = 350
+    assert memory.used() == 250
+
+
+def test_a_device_nvml_does_not_list_is_no_device(nvml: FakeNvml) -> None:
+    with pytest.raises(devices.NoDevice, match="no CUDA device 3: 1 found"):
+        devices.NvmlMemory(3)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.held = 0
+
+    def used(self) -> int:
+        return self.held
+
+    def free(self) -> int:
+        return 1000 - self.held
+
+
+def test_a_frameworks_first_use_is_run_once_and_charged_to_the_server() -> None:
+    memory = Counter()
+    accelerator = devices.Accelerator("cuda:0", "Fake", memory, budget=500, context_bytes=50)
+    calls: list[str] = []
+
+    def first_use(device: str) -> None:
+        calls.append(device)
+        memory.held += 30
+
+    for _ in range(3):
+        accelerator.prepare("torch", first_use)
+    accelerator.prepare("onnx", None)
+    assert calls == ["cuda:0"]
+    assert accelerator.context_bytes == 80
