@@ -15,9 +15,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from playwright.sync_api import Page, expect
 
 from model_manager import devices
 from tests import fake_device
+from tests.e2e.test_dashboard import browser, page  # noqa: F401 (fixtures)
 from tests.e2e.test_model_cache import metric
 from tests.support import CLI, ServerProcess, push
 
@@ -165,6 +167,24 @@ def test_a_format_this_machine_cannot_run_on_the_device_says_so_unless_pinned_to
     wrong = push(client, "iris-x", iris.onnx, metadata=json.dumps({"device": "cuda"}))
     assert wrong.status_code == 400
     assert "may only pin a version to 'cpu'" in wrong.json()["error"]
+
+
+def test_the_memory_page_shows_the_device_budget_and_each_versions_share(
+        gpu_server: ServerProcess, client: httpx.Client, page: Page) -> None:  # noqa: F811
+    cache = client.get("/api/cache").json()
+    on_device = [e for e in cache["loaded"] if e["device_bytes"]]
+    assert on_device and len(on_device) < len(cache["loaded"])  # the MLPs, and iris on the CPU
+    page.goto(f"{gpu_server.url}/#/memory")
+    expect(page.locator("[data-memory=device]")).to_contain_text(
+        f"6.1 MiB of 8.0 MiB used (76.5%) · {len(on_device)} versions loaded")
+    expect(page.locator("[data-memory=device-process]")).to_contain_text(
+        "the server's own 308 MiB (CUDA context")
+    expect(page.get_by_role("img", name="device memory budget and the loaded versions' shares")
+           .locator("rect.segment")).to_have_count(len(on_device))
+    expect(page.locator('table.loaded tr[data-model="mlp3"] [data-column=device]')).to_have_text(
+        "2.0 MiB")
+    expect(page.locator('table.loaded tr[data-model="iris-cpu"] [data-column=device]')
+           ).to_have_text("—")
 
 
 def test_a_device_that_is_not_there_stops_the_server_with_the_reason(tmp_path: Path) -> None:
