@@ -82,8 +82,9 @@ def _device(device: str) -> str:
     import xgboost
 
     if not xgboost.build_info().get("USE_CUDA"):
-        raise Unavailable(f"this XGBoost build cannot run models on {device}: install "
-                          "ml-model-manager[gpu], which brings the CUDA build", retry_after=60)
+        raise Unavailable(f"this XGBoost build cannot run models on {device}: install the "
+                          "xgboost package (the CUDA build) in place of xgboost-cpu",
+                          retry_after=60)
     # Inputs arrive in host memory: XGBoost copies them over, and says so on every call.
     warnings.filterwarnings("ignore", message=".*mismatched devices.*", category=UserWarning)
     return device
