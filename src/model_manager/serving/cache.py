@@ -367,12 +367,12 @@ class ModelCache:
         unloads overlapped."""
         key = (version.model, version.number)
         device = self.device if self.device is not None and self.device.on_device(version) else None
-        if device is not None:
-            await anyio.to_thread.run_sync(device.prepare, version)
         alone = not self._clean
         self._disturb()
         self._clean[key] = alone
         try:
+            if device is not None:  # what a framework's first use holds is the server's
+                await anyio.to_thread.run_sync(device.prepare, version)
             before = await anyio.to_thread.run_sync(self._settled_rss)
             device_before = await anyio.to_thread.run_sync(device.used) if device else 0
             runtime = await anyio.to_thread.run_sync(self._loader, version)
