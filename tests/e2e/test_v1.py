@@ -105,8 +105,16 @@ def test_instances_and_columns_answer_as_v2_infer(http: httpx.Client) -> None:
     assert v1(http, "iris", {"inputs": ROWS}) == expected
     assert v1(http, "iris", {"inputs": {"input": ROWS}}) == expected
     assert v1(http, "iris", {"instances": [{"input": row} for row in ROWS]}) == expected
-    assert v1(http, "iris/versions/1", {"instances": ROWS[:1]}) == expected[:1]
-    assert v1(http, "iris/versions/production", {"instances": ROWS[1:]}) == expected[1:]
+    assert_close(v1(http, "iris/versions/1", {"instances": ROWS[:1]}), expected[:1])
+    assert_close(v1(http, "iris/versions/production", {"instances": ROWS[1:]}), expected[1:])
+
+
+def assert_close(rows: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    """The same labels, and probabilities to float precision: fewer rows take other kernels
+    in onnxruntime on some processors, and the last bits may differ."""
+    assert [r["label"] for r in rows] == [e["label"] for e in expected]
+    for row, want in zip(rows, expected, strict=True):
+        assert row["probabilities"] == pytest.approx(want["probabilities"], rel=1e-6, abs=1e-9)
 
 
 def test_several_inputs_by_name(http: httpx.Client) -> None:

@@ -327,7 +327,9 @@ class ModelCache:
 
     async def _load_entry(self, version: VersionRecord) -> LoadedModel:
         key = (version.model, version.number)
-        need = self._sizes.get(key) or self._estimated(version)
+        measured_before = self._sizes.get(key)
+        need = (measured_before if measured_before and (measured_before.host or measured_before.device)
+                else self._estimated(version))
         self._check_fits(version, need, "estimated from its artifact")
         await self._make_room(need)  # reserves ``need``
         started = time.perf_counter()
