@@ -125,3 +125,13 @@ def test_max_unpacked_size_defaults_to_four_uploads() -> None:
     assert Settings.load({"max_upload_size": "1MiB"}, environ={}).unpacked_limit == 4 * 1024**2
     given = Settings.load({}, environ={"MODEL_MANAGER_MAX_UNPACKED_SIZE": "1GiB"})
     assert given.max_unpacked_size == given.unpacked_limit == 1024**3
+
+
+def test_the_device_is_named_as_frameworks_take_it_and_keeps_its_earlier_variable() -> None:
+    assert Settings.load({"device": "CUDA"}).device == "cuda:0"
+    assert Settings.load(environ={"MODEL_MANAGER_TORCH_DEVICE": "cuda:1"}).device == "cuda:1"
+    both = {"MODEL_MANAGER_TORCH_DEVICE": "cuda:1", "MODEL_MANAGER_DEVICE": "cpu"}
+    assert Settings.load(environ=both).device == "cpu"
+    assert Settings.load({"gpu_memory_budget": "2GiB"}).gpu_memory_budget == 2 * 1024**3
+    with pytest.raises(ValueError, match="not a device: 'tpu'"):
+        Settings.load({"device": "tpu"})

@@ -122,6 +122,9 @@ def test_six_models_walk_through_a_device_budget_that_holds_three(
 
     last = client.get("/api/models/mlp5").json()["versions"][0]
     assert (last["state"], last["device"], last["device_bytes"]) == ("READY", "cuda:0", PARAM_BYTES)
+    listing = gpu_server.cli("ls", "mlp5").stdout.splitlines()
+    assert listing[0].split()[-2:] == ["LOADED", "DEVICE"]
+    assert listing[1].endswith("cuda:0 2.0 MiB")
     assert metric(gpu_server, "model_manager_device_memory_budget_bytes") == BUDGET
     assert metric(gpu_server, "model_manager_device_loaded_bytes") == 3 * PARAM_BYTES
     assert metric(gpu_server, "model_manager_device_version_bytes", model="mlp5") == PARAM_BYTES
@@ -194,6 +197,10 @@ def test_a_device_that_is_not_there_stops_the_server_with_the_reason(tmp_path: P
                              "--port", "0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "--device cuda:0:" in result.stderr
+    earlier_name = subprocess.run([CLI, "serve", "--torch-device", "cuda", "--data-dir",
+                                   str(tmp_path), "--port", "0"], capture_output=True, text=True,
+                                  timeout=60)
+    assert (earlier_name.returncode, earlier_name.stderr) == (1, result.stderr)
     bad = subprocess.run([CLI, "serve", "--device", "tpu", "--data-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2

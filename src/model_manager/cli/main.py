@@ -261,8 +261,13 @@ def list_(ctx: click.Context, name: str | None, as_json: bool) -> None:
              v["created_at"][:19], ",".join(v["aliases"]), _state(v),
              human_size(v["loaded_bytes"]) if v["loaded_bytes"] else ""]
             for v in model["versions"]]
-    click.echo(format_table(["VERSION", "FORMAT", "SIZE", "SHA256", "CREATED", "ALIASES",
-                             "STATE", "LOADED"], rows))
+    headers = ["VERSION", "FORMAT", "SIZE", "SHA256", "CREATED", "ALIASES", "STATE", "LOADED"]
+    if any(v.get("device", "cpu") != "cpu" for v in model["versions"]):  # a server on a GPU
+        headers.append("DEVICE")
+        for row, v in zip(rows, model["versions"], strict=True):
+            held = f" {human_size(v['device_bytes'])}" if v.get("device_bytes") else ""
+            row.append(v["device"] + held)
+    click.echo(format_table(headers, rows))
 
 
 @cli.command()
