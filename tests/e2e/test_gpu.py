@@ -6,9 +6,10 @@ runs on a real one, where there is one. ``bench/gpu.py`` is the full check on a 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,9 @@ def client(gpu_server: ServerProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-def infer(client: httpx.Client, name: str, rows: np.ndarray) -> httpx.Response:
-    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape),
+def infer(client: httpx.Client, name: str, rows: np.ndarray, input_name: str = "input"
+          ) -> httpx.Response:
+    body = {"inputs": [{"name": input_name, "datatype": "FP32", "shape": list(rows.shape),
                         "data": rows.ravel().tolist()}]}
     return client.post(f"/v2/models/{name}/infer", json=body)
 
@@ -150,23 +152,54 @@ def test_pinned_models_hold_the_device_and_a_load_that_finds_no_room_is_503(
         client.delete(f"/api/models/mlp{i}/versions/1/pin")
 
 
-def test_a_format_this_machine_cannot_run_on_the_device_says_so_unless_pinned_to_the_cpu(
-        client: httpx.Client, iris: Any) -> None:
-    assert push(client, "iris-gpu", iris.onnx).status_code == 201
-    refused = infer(client, "iris-gpu", iris.x.astype(np.float32))
-    assert refused.status_code == 503
-    assert "ml-model-manager[gpu]" in refused.json()["error"]
-    assert client.get("/api/models/iris-gpu").json()["versions"][0]["device"] == "cuda:0"
+def xgboost_model(folder: Path) -> tuple[Path, str, np.ndarray]:
+    import xgboost
 
-    pinned = push(client, "iris-cpu", iris.onnx, metadata=json.dumps({"device": "cpu"}))
+    x = np.random.default_rng(0).random((200, 4), dtype=np.float32)
+    path = folder / "xgb.ubj"
+    xgboost.XGBClassifier(n_estimators=5).fit(x, (x[:, 0] > 0.5).astype(int)).save_model(path)
+    return path, "input", x[:3]
+
+
+def keras_model(folder: Path) -> tuple[Path, str, np.ndarray]:
+    os.environ["KERAS_BACKEND"] = "jax"
+    import keras
+
+    inputs = keras.Input(shape=(4,), name="x")
+    path = folder / "tiny.keras"
+    keras.Model(inputs, keras.layers.Dense(2, name="y")(inputs)).save(path)
+    return path, "x", np.ones((3, 4), dtype=np.float32)
+
+
+@pytest.mark.parametrize(("name", "build", "says"), [
+    ("onnx", None, "install ml-model-manager[gpu], which brings onnxruntime-gpu"),
+    ("xgboost", xgboost_model, "install the xgboost package (the CUDA build)"),
+    ("keras", keras_model, "install its CUDA plugin"),
+])
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+def test_a_runtime_this_machine_cannot_run_on_the_device_says_so_unless_pinned_to_the_cpu(
+        client: httpx.Client, iris: Any, tmp_path: Path, name: str,
+        build: Callable[[Path], tuple[Path, str, np.ndarray]] | None, says: str) -> None:
+    path, input_name, rows = (iris.onnx, "input", iris.x.astype(np.float32)) if build is None \
+        else build(tmp_path)
+    assert push(client, f"{name}-gpu", path).status_code == 201
+    refused = infer(client, f"{name}-gpu", rows, input_name)
+    assert refused.status_code == 503
+    assert says in refused.json()["error"]
+    assert client.get(f"/api/models/{name}-gpu").json()["versions"][0]["device"] == "cuda:0"
+
+    pinned = push(client, f"{name}-cpu", path, metadata=json.dumps({"device": "cpu"}))
     assert pinned.status_code == 201
-    assert infer(client, "iris-cpu", iris.x.astype(np.float32)).status_code == 200
-    version = client.get("/api/models/iris-cpu").json()["versions"][0]
+    assert infer(client, f"{name}-cpu", rows, input_name).status_code == 200
+    version = client.get(f"/api/models/{name}-cpu").json()["versions"][0]
     assert (version["device"], version["device_bytes"]) == ("cpu", 0)
+
+
+def test_what_has_no_gpu_runtime_stays_on_the_cpu_and_only_cpu_can_be_pinned(
+        client: httpx.Client, iris: Any) -> None:
     # scikit-learn has no GPU runtime: its versions stay on the CPU without being told.
     assert push(client, "iris-skops", iris.skops).status_code == 201
     assert client.get("/api/models/iris-skops").json()["versions"][0]["device"] == "cpu"
-
     wrong = push(client, "iris-x", iris.onnx, metadata=json.dumps({"device": "cuda"}))
     assert wrong.status_code == 400
     assert "may only pin a version to 'cpu'" in wrong.json()["error"]
@@ -176,7 +209,7 @@ def test_the_memory_page_shows_the_device_budget_and_each_versions_share(
         gpu_server: ServerProcess, client: httpx.Client, page: Page) -> None:  # noqa: F811
     cache = client.get("/api/cache").json()
     on_device = [e for e in cache["loaded"] if e["device_bytes"]]
-    assert on_device and len(on_device) < len(cache["loaded"])  # the MLPs, and iris on the CPU
+    assert on_device and len(on_device) < len(cache["loaded"])  # the MLPs, and the pinned ones on the CPU
     page.goto(f"{gpu_server.url}/#/memory")
     expect(page.locator("[data-memory=device]")).to_contain_text(
         f"6.1 MiB of 8.0 MiB used (76.5%) · {len(on_device)} versions loaded")
@@ -186,7 +219,7 @@ def test_the_memory_page_shows_the_device_budget_and_each_versions_share(
            .locator("rect.segment")).to_have_count(len(on_device))
     expect(page.locator('table.loaded tr[data-model="mlp3"] [data-column=device]')).to_have_text(
         "2.0 MiB")
-    expect(page.locator('table.loaded tr[data-model="iris-cpu"] [data-column=device]')
+    expect(page.locator('table.loaded tr[data-model="onnx-cpu"] [data-column=device]')
            ).to_have_text("—")
 
 
