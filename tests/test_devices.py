@@ -119,3 +119,17 @@ def test_a_frameworks_first_use_is_run_once_and_charged_to_the_server() -> None:
     accelerator.prepare("onnx", None)
     assert calls == ["cuda:0"]
     assert accelerator.context_bytes == 80
+
+
+def test_onnx_sessions_on_a_device_take_the_cuda_provider_and_fall_back_to_the_cpu_for_the_rest(
+) -> None:
+    from model_manager.errors import Unavailable
+    from model_manager.runtimes.onnx import execution_providers
+
+    assert execution_providers("cpu", ["CPUExecutionProvider"]) == [("CPUExecutionProvider", {})]
+    providers = execution_providers("cuda:1", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert providers[0] == ("CUDAExecutionProvider",
+                            {"device_id": "1", "arena_extend_strategy": "kSameAsRequested"})
+    assert providers[1:] == [("CPUExecutionProvider", {})]
+    with pytest.raises(Unavailable, match="install ml-model-manager\\[gpu\\]"):
+        execution_providers("cuda:0", ["CPUExecutionProvider"])

@@ -73,7 +73,10 @@ def execution_providers(device: str, available: Sequence[str]) -> list[tuple[str
                           f"{', '.join(available)}): install ml-model-manager[gpu], which brings "
                           "onnxruntime-gpu", retry_after=60)
     index = device.partition(":")[2] or "0"
-    return [("CUDAExecutionProvider", {"device_id": index}), ("CPUExecutionProvider", {})]
+    # The arena grows by what is asked, not to the next power of two: a model's measured device
+    # bytes are then what it uses, not up to twice that.
+    cuda = {"device_id": index, "arena_extend_strategy": "kSameAsRequested"}
+    return [("CUDAExecutionProvider", cuda), ("CPUExecutionProvider", {})]
 
 
 class OnnxRuntime:

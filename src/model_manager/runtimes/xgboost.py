@@ -42,11 +42,13 @@ class XGBoostFormat:
             import xgboost
         except ImportError:
             raise missing_extra("xgboost", "xgboost") from None
-        booster = xgboost.Booster({"nthread": options.threads, "device": _device(options.device)})
+        device = _device(options.device)
+        booster = xgboost.Booster({"nthread": options.threads})
         try:
             booster.load_model(bytearray(path.read_bytes()))  # a blob's name has no suffix
         except xgboost.core.XGBoostError as exc:
             raise InvalidArtifact(f"not a loadable XGBoost model: {str(exc).splitlines()[0]}") from exc
+        booster.set_param({"device": device})  # after the load, which brings its own parameters
         learner = json.loads(booster.save_config())["learner"]
         objective = learner["objective"]["name"]
         n_classes = int(learner["learner_model_param"].get("num_class", "0"))
