@@ -12,8 +12,17 @@ import pytest
 from model_manager.errors import Overloaded, Unavailable
 from model_manager.registry import VersionRecord
 from model_manager.serving import ModelCache, State
-from model_manager.types import Array, Tensors, VersionKey
-from tests.serving.test_cache import SIGNATURE, Clock, FakeMemory, Hooks, until, version
+from model_manager.types import Array, Tensors
+from tests.serving.test_cache import (
+    SIGNATURE,
+    Clock,
+    FakeMemory,
+    Hooks,
+    loaded,
+    until,
+    use,
+    version,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -84,17 +93,6 @@ def make_cache(memory: FakeMemory, device: FakeDevice, clock: Clock, hooks: Hook
 
     return ModelCache(load, budget, hooks=hooks, estimate=lambda v: v.size, clock=clock,
                       meter=memory, trim=lambda: None, room_wait=room_wait, device=device)
-
-
-async def use(cache: ModelCache, clock: Clock, *versions: VersionRecord) -> None:
-    for v in versions:
-        clock.now += 1
-        async with cache.acquire(v):
-            pass
-
-
-def loaded(cache: ModelCache) -> set[VersionKey]:
-    return {e.key for e in cache.loaded()}
 
 
 async def test_a_device_load_is_measured_on_the_device_and_in_host_memory_apart() -> None:
