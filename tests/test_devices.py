@@ -70,6 +70,7 @@ class FakeNvml(types.ModuleType):
 def nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNvml]:
     fake = FakeNvml()
     monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     yield fake
 
 
@@ -133,3 +134,18 @@ def test_onnx_sessions_on_a_device_take_the_cuda_provider_and_fall_back_to_the_c
     assert providers[1:] == [("CPUExecutionProvider", {})]
     with pytest.raises(Unavailable, match="install ml-model-manager\\[gpu\\]"):
         execution_providers("cuda:0", ["CPUExecutionProvider"])
+
+
+def test_cuda_visible_devices_picks_the_device_nvml_measures(
+        nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch) -> None:
+    handles: list[str] = []
+    monkeypatch.setattr(nvml, "nvmlDeviceGetHandleByIndex",
+                        lambda i: handles.append(f"index {i}") or f"h{i}", raising=False)
+    monkeypatch.setattr(nvml, "nvmlDeviceGetHandleByUUID",
+                        lambda u: handles.append(f"uuid {u}") or u, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,GPU-1234")
+    devices.NvmlMemory(0)
+    devices.NvmlMemory(1)
+    assert handles == ["index 3", "uuid GPU-1234"]
+    with pytest.raises(devices.NoDevice, match="CUDA_VISIBLE_DEVICES names 2"):
+        devices.NvmlMemory(2)

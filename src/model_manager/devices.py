@@ -77,10 +77,8 @@ class NvmlMemory:
         import pynvml
 
         pynvml.nvmlInit()
-        if index >= pynvml.nvmlDeviceGetCount():
-            raise NoDevice(f"no CUDA device {index}: {pynvml.nvmlDeviceGetCount()} found")
         self._nvml = pynvml
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        self._handle = _nvml_handle(pynvml, index)
         self._others = self._device_used()
         self.name = str(pynvml.nvmlDeviceGetName(self._handle))
 
@@ -100,6 +98,24 @@ class NvmlMemory:
         return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
 
 
+def _nvml_handle(nvml: Any, index: int) -> Any:
+    """NVML's handle of CUDA's device ``index``. NVML numbers every device in PCI bus order;
+    CUDA numbers those CUDA_VISIBLE_DEVICES names, in that order (by index or UUID), and
+    ``open_accelerator`` makes CUDA order them by PCI bus too."""
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+               if d.strip()] if "CUDA_VISIBLE_DEVICES" in os.environ else None
+    if visible is None:
+        if index >= nvml.nvmlDeviceGetCount():
+            raise NoDevice(f"no CUDA device {index}: {nvml.nvmlDeviceGetCount()} found")
+        return nvml.nvmlDeviceGetHandleByIndex(index)
+    if index >= len(visible):
+        raise NoDevice(f"no CUDA device {index}: CUDA_VISIBLE_DEVICES names {len(visible)}")
+    chosen = visible[index]
+    if chosen.isdigit():
+        return nvml.nvmlDeviceGetHandleByIndex(int(chosen))
+    return nvml.nvmlDeviceGetHandleByUUID(chosen)
+
+
 class TorchMemory:
     """PyTorch's own counters, where NVML is not installed: they see PyTorch's memory only."""
 
@@ -107,8 +123,7 @@ class TorchMemory:
         import torch
 
         if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise NoDevice(f"no CUDA device {index} (PyTorch sees "
-                             f"{torch.cuda.device_count()})")
+            raise NoDevice(f"no CUDA device {index} (PyTorch sees {torch.cuda.device_count()})")
         self._torch = torch
         self._index = index
         self.name = torch.cuda.get_device_name(index)
@@ -188,6 +203,7 @@ def open_accelerator(device: str, budget: int | None, share: float = 1.0) -> Acc
     """Open ``device`` (``cuda:N``): create its CUDA context and size the budget (default:
     ``DEFAULT_SHARE`` of the free memory at start), times ``share`` (one worker's part).
     NoDevice if it cannot be used."""
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # NVML's order; read at CUDA's init
     index = device_index(device)
     memory, name = _probe(index)
     free_at_start = memory.free()
