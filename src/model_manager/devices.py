@@ -203,7 +203,6 @@ def open_accelerator(device: str, budget: int | None, share: float = 1.0) -> Acc
     """Open ``device`` (``cuda:N``): create its CUDA context and size the budget (default:
     ``DEFAULT_SHARE`` of the free memory at start), times ``share`` (one worker's part).
     NoDevice if it cannot be used."""
-    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # NVML's order; read at CUDA's init
     index = device_index(device)
     memory, name = _probe(index)
     free_at_start = memory.free()
@@ -217,6 +216,7 @@ def open_accelerator(device: str, budget: int | None, share: float = 1.0) -> Acc
 
 
 def _probe(index: int) -> tuple[DeviceMemory, str]:
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # NVML's order; read at CUDA's init
     try:
         nvml = NvmlMemory(index)
         return nvml, nvml.name
