@@ -15,7 +15,9 @@ Runs the real server with ``--device cuda`` three ways, in well under 8 minutes 
 
 Prints each figure, then appends one JSON line to bench/results/gpu.jsonl.
 
-Set-up on the GPU machine (onnxruntime-gpu must replace onnxruntime, which owns the same module)::
+Set-up on the GPU machine (onnxruntime-gpu must replace onnxruntime, which owns the same module;
+where the machine has no package index, give pip a folder of wheels with ``--no-index
+--find-links``)::
 
     python -m venv .venv-gpu
     .venv-gpu/bin/pip install -e '.[gpu,torch,demo]' xgboost 'tritonclient[http]'
