@@ -1,5 +1,6 @@
-"""``python -m tests.fake_device serve ...``: the real server and CLI on a simulated CUDA device,
-for machines without one.
+"""The real server and CLI on a simulated CUDA device, for machines without one: run them with
+``ENV`` (``tests/fake_device_site`` on PYTHONPATH), which installs it in every process, the
+workers of ``serve --workers`` too.
 
 Only the device is simulated; the server's own code runs as it would on a GPU. The device's
 memory is a counter: the CUDA context takes ``CONTEXT_BYTES`` when the accelerator opens,
@@ -11,16 +12,17 @@ Other frameworks see no CUDA device, as on a machine whose onnxruntime lacks the
 from __future__ import annotations
 
 import dataclasses
-import sys
+import os
 from pathlib import Path
 from typing import Any
 
 from model_manager import devices
-from model_manager.cli.main import main
 from model_manager.runtimes.base import LoadOptions
 from model_manager.runtimes.signature import Signature
 from model_manager.runtimes.torch import TorchFormat, TorchRuntime
 
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "fake_device_site")])}
 MiB = 1024 * 1024
 TOTAL_BYTES = 1024 * MiB
 CONTEXT_BYTES = 300 * MiB
@@ -81,8 +83,3 @@ def install() -> None:
     devices.check_device = lambda device: NAME
     TorchFormat.first_use = first_use  # type: ignore[attr-defined]
     TorchFormat.load = load  # type: ignore[method-assign]
-
-
-if __name__ == "__main__":
-    install()
-    sys.exit(main())

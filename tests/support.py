@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -37,17 +37,17 @@ class ServerProcess:
     dir."""
 
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
-                 wait_ready: bool = True, command: Sequence[str] = (CLI,)) -> None:
+                 wait_ready: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_port = free_port()
         self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"server-{self.port}.log"
-        argv = [*command, "serve", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
-                "--data-dir", str(data_dir), *args]
+        command = [CLI, "serve", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
+                   "--data-dir", str(data_dir), *args]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, **(env or {})})
         if wait_ready:
             self.wait_ready()

@@ -1,14 +1,14 @@
 """Models on a CUDA device, within its memory budget. The real server and CLI run on a simulated
 device (``tests.fake_device``: its memory is a counter that the context, PyTorch's first use and
-each PyTorch model placed there add to) so that the accounting runs everywhere; the last test
-runs on a real one, where there is one. ``bench/gpu.py`` is the full check on a GPU."""
+each PyTorch model placed there add to, per process) so that the accounting runs everywhere; the
+last test runs on a real one, where there is one. ``bench/gpu.py`` is the full check on a GPU."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, np.ndar
 def gpu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("gpu") / "var", "--device", "cuda",
                            "--gpu-memory-budget", "8MiB", "--load-wait", "1s",
-                           command=(sys.executable, "-m", "tests.fake_device"))
+                           env=fake_device.ENV)
     yield server
     server.stop()
 
@@ -229,6 +229,33 @@ def test_the_memory_page_shows_the_device_budget_and_each_versions_share(
     for model in on_cpu:  # the versions pinned to the CPU by the tests before
         expect(page.locator(f'table.loaded tr[data-model="{model}"] [data-column=device]')
                ).to_have_text("—")
+
+
+def test_each_worker_holds_its_share_of_the_device_budget_and_its_own_context(
+        tmp_path: Path, models: list[tuple[Path, np.ndarray, np.ndarray]]) -> None:
+    server = ServerProcess(tmp_path / "var", "--workers", "2", "--device", "cuda",
+                           "--gpu-memory-budget", "8MiB", env=fake_device.ENV)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for i in (0, 1, 2):
+                assert push(client, f"mlp{i}", models[i][0]).status_code == 201
+            for _ in range(4):  # each request lands on either worker
+                for i in (0, 1, 2):
+                    np.testing.assert_allclose(answer(infer(client, f"mlp{i}", models[i][1])),
+                                               models[i][2], rtol=1e-5, atol=1e-6)
+            cache = client.get("/api/cache").json()
+        device = cache["device"]
+        assert device["budget_bytes"] == BUDGET  # two shares of 4 MiB
+        assert device["context_bytes"] >= 2 * fake_device.CONTEXT_BYTES  # one context each
+        held: dict[int, int] = collections.Counter()
+        for entry in cache["loaded"]:
+            held[entry["worker_pid"]] += entry["device_bytes"]
+        assert held and all(size <= BUDGET // 2 for size in held.values())  # 4 MiB holds one
+        assert sum(held.values()) == device["used_bytes"]
+        assert metric(server, "model_manager_device_memory_budget_bytes") == BUDGET
+        assert metric(server, "model_manager_device_loaded_bytes") == device["used_bytes"]
+    finally:
+        server.stop()
 
 
 def test_a_device_that_is_not_there_stops_the_server_with_the_reason(tmp_path: Path) -> None:
