@@ -8,6 +8,7 @@ import sys
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,18 @@ def test_cuda_visible_devices_picks_the_device_nvml_measures(
     assert handles == ["index 3", "uuid GPU-1234"]
     with pytest.raises(devices.NoDevice, match="CUDA_VISIBLE_DEVICES names 2"):
         devices.NvmlMemory(2)
+
+
+def test_a_pytorch_without_cuda_refuses_a_device_load_saying_so(tmp_path: Path) -> None:
+    import torch
+
+    from model_manager.errors import Unavailable
+    from model_manager.runtimes import LoadOptions, get_format
+
+    if torch.cuda.is_available():
+        pytest.skip("this PyTorch has a CUDA device")
+    net = torch.nn.Linear(2, 1).eval()
+    program = torch.export.export(net, (torch.zeros(1, 2),))
+    torch.export.save(program, str(tmp_path / "net.pt2"))
+    with pytest.raises(Unavailable, match="install a CUDA build of torch"):
+        get_format("torch").load(tmp_path / "net.pt2", LoadOptions(device="cuda:0"), None)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from model_manager.devices import release_device_memory
-from model_manager.errors import InvalidArtifact, ModelError
+from model_manager.errors import InvalidArtifact, ModelError, Unavailable
 from model_manager.runtimes.archive import has_module, missing_extra, zip_members
 from model_manager.runtimes.base import LoadOptions
 from model_manager.runtimes.signature import Signature, TensorSpec, datatype_of
@@ -43,6 +43,9 @@ class TorchFormat:
         except ImportError:
             raise missing_extra("torch", "torch") from None
         torch.set_num_threads(options.threads)  # process-wide in PyTorch: one setting for all
+        if options.device != "cpu" and not torch.cuda.is_available():
+            raise Unavailable(f"this PyTorch cannot run models on {options.device} (a CPU build, "
+                              "or no CUDA device): install a CUDA build of torch", retry_after=60)
         is_exported = any(m.endswith("/archive_format") for m in zip_members(path))
         try:
             if is_exported:
