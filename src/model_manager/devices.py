@@ -230,7 +230,7 @@ def _probe(index: int) -> tuple[DeviceMemory, str]:
         torch_memory = TorchMemory(index)
     except ImportError:
         raise NoDevice("a CUDA device needs nvidia-ml-py to account its memory: install "
-                         "ml-model-manager[gpu]") from None
+                       "ml-model-manager[gpu]") from None
     log.warning("nvidia-ml-py is not installed: device memory is PyTorch's counters only, "
                 "blind to other frameworks; install ml-model-manager[gpu]")
     return torch_memory, torch_memory.name
