@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from model_manager import devices
+from tests.fake_device import SimulatedMemory
 
 
 @pytest.mark.parametrize(("text", "device"), [
@@ -96,19 +97,8 @@ def test_a_device_nvml_does_not_list_is_no_device(nvml: FakeNvml) -> None:
         devices.NvmlMemory(3)
 
 
-class Counter:
-    def __init__(self) -> None:
-        self.held = 0
-
-    def used(self) -> int:
-        return self.held
-
-    def free(self) -> int:
-        return 1000 - self.held
-
-
 def test_a_frameworks_first_use_is_run_once_and_charged_to_the_server() -> None:
-    memory = Counter()
+    memory = SimulatedMemory()
     accelerator = devices.Accelerator("cuda:0", "Fake", memory, budget=500, context_bytes=50)
     calls: list[str] = []
 

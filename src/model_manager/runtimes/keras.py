@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from model_manager.devices import device_index
 from model_manager.errors import InvalidArtifact, ModelError, Unavailable, UnsafeArtifact
 from model_manager.runtimes.archive import HDF5_MAGIC, has_module, missing_extra, zip_members
 from model_manager.runtimes.base import LoadOptions
@@ -77,7 +78,7 @@ def _jax_device(keras: Any, device: str) -> Any:
     except RuntimeError:
         raise Unavailable(f"JAX here cannot run models on {device}: install its CUDA plugin "
                           "(pip install 'jax[cuda12]')", retry_after=60) from None
-    index = int(device.partition(":")[2] or 0)
+    index = device_index(device)
     if index >= len(gpus):
         raise Unavailable(f"JAX sees {len(gpus)} CUDA devices, not {device}", retry_after=60)
     return gpus[index]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from model_manager.devices import device_index
 from model_manager.errors import InvalidArtifact, InvalidInput, ModelError, Unavailable
 from model_manager.runtimes.base import LoadOptions
 from model_manager.runtimes.signature import Signature, TensorSpec
@@ -72,10 +73,9 @@ def execution_providers(device: str, available: Sequence[str]) -> list[tuple[str
         raise Unavailable(f"this onnxruntime cannot run models on {device} (it has "
                           f"{', '.join(available)}): install ml-model-manager[gpu], which brings "
                           "onnxruntime-gpu", retry_after=60)
-    index = device.partition(":")[2] or "0"
     # The arena grows by what is asked, not to the next power of two: a model's measured device
     # bytes are then what it uses, not up to twice that.
-    cuda = {"device_id": index, "arena_extend_strategy": "kSameAsRequested"}
+    cuda = {"device_id": str(device_index(device)), "arena_extend_strategy": "kSameAsRequested"}
     return [("CUDAExecutionProvider", cuda), ("CPUExecutionProvider", {})]
 
 

@@ -327,9 +327,8 @@ class ModelCache:
 
     async def _load_entry(self, version: VersionRecord) -> LoadedModel:
         key = (version.model, version.number)
-        measured_before = self._sizes.get(key)
-        need = (measured_before if measured_before and (measured_before.host or measured_before.device)
-                else self._estimated(version))
+        known = self._sizes.get(key)  # measured at an earlier load; nothing measured: estimate
+        need = known if known is not None and (known.host or known.device) else self._estimated(version)
         self._check_fits(version, need, "estimated from its artifact")
         await self._make_room(need)  # reserves ``need``
         started = time.perf_counter()
