@@ -152,6 +152,7 @@ def serve(**flags: Any) -> None:
         return
     import uvicorn
 
+    from model_manager.api.http import HttpProtocol
     from model_manager.app import create_app
 
     if settings.workers > 1:
@@ -164,7 +165,7 @@ def serve(**flags: Any) -> None:
     # Idle connections stay open 75 s, longer than a load balancer's (an ALB's is 60 s) or a
     # client pool's idle timeout: the side that closes first must be the client, or a request
     # sent on a connection the server is closing fails (a 502 behind an ALB).
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, http=HttpProtocol,
                 log_level=settings.log_level, access_log=False, timeout_keep_alive=75,
                 timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
 
@@ -184,6 +185,7 @@ def _serve_workers(settings: Any) -> None:
     import uvicorn
 
     from model_manager import workers
+    from model_manager.api.http import HttpProtocol
     from model_manager.app import prepare_registry
 
     run = workers.prepare(settings.workers)
@@ -192,7 +194,8 @@ def _serve_workers(settings: Any) -> None:
     try:
         uvicorn.run("model_manager.app:app_from_environment", factory=True,
                     workers=settings.workers, host=settings.host, port=settings.port,
-                    log_level=settings.log_level, access_log=False, timeout_keep_alive=75,
+                    http=HttpProtocol, log_level=settings.log_level, access_log=False,
+                    timeout_keep_alive=75,
                     timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
     finally:
         shutil.rmtree(run, ignore_errors=True)
