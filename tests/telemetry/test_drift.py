@@ -101,3 +101,33 @@ def test_a_full_queue_skips_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(5):
         monitor.observe(KEY, {"x": np.zeros((1, 2))})
     assert monitor.skipped == 2 and monitor.report(KEY)["skipped_requests"] == 2
+
+
+def test_requests_binned_together_count_as_each_would_alone() -> None:
+    """The digest stacks a second's requests before binning them; requests that do not stack
+    (one asked for fewer outputs) are binned one by one. Either way each request counts its
+    first SAMPLE_ROWS rows, in the columns it has."""
+    rng = np.random.default_rng(4)
+
+    def request(rows: int, outputs: tuple[str, ...] = ("label", "p")) -> tuple[dict, dict]:
+        answered = {"label": rng.integers(0, 3, rows), "p": rng.random((rows, 2))}
+        return {"x": rng.normal(size=(rows, 3))}, {k: answered[k] for k in outputs}
+
+    stackable = [request(1), request(100), request(7)]
+    mixed = [*stackable, request(5, ("label",))]
+    for requests in (stackable, mixed):
+        monitor = Recorder().monitor()
+        reference = monitor.set_reference(KEY, *request(2000))
+        for inputs, outputs in requests:
+            monitor.observe(KEY, inputs, outputs)
+        monitor.digest()
+        live = {c["column"]: c["live"] for c in monitor.report(KEY)["columns"]}
+        for column in reference.columns:
+            expected = np.zeros(len(column.bins), dtype=np.int64)
+            for inputs, outputs in requests:
+                values = drift.all_columns(inputs, outputs).get(column.name)
+                if values is not None:
+                    expected += column.count(values)
+            assert live[column.name] == expected.tolist(), column.name
+        assert monitor.report(KEY)["live_rows"] == sum(min(len(i["x"]), drift.SAMPLE_ROWS)
+                                                       for i, _ in requests)

@@ -25,7 +25,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -213,17 +213,43 @@ class Thresholds:
 
 
 class _Version:
-    """One version's reference (or the rows gathered towards its baseline) and live buckets."""
+    """One version's reference (or the rows gathered towards its baseline) and live counts: per
+    time bucket, and their running sum over the buckets still in the window."""
 
     def __init__(self) -> None:
         self.reference: Profile | None = None
         self.looked_up = False
         self.baseline: dict[str, list[Array]] = collections.defaultdict(list)
         self.baseline_rows = 0
-        self.buckets: collections.OrderedDict[int, list[list[Array]]] = collections.OrderedDict()
-        self.bucket_rows: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self.buckets: collections.OrderedDict[int, tuple[list[Array], int]] = \
+            collections.OrderedDict()
+        """Per bucket: each column's counts, and the rows counted."""
+        self.live: list[Array] = []
+        """Each column's counts over ``buckets``."""
+        self.live_rows = 0
         self.drifted: dict[str, str] = {}
         """The drifted columns at the last digest, each with its finding."""
+
+    def add(self, bucket: int, counts: list[Array], rows: int) -> None:
+        held = self.buckets.get(bucket)
+        if held is None:
+            self.buckets[bucket] = ([c.copy() for c in counts], rows)
+        else:
+            for total, more in zip(held[0], counts, strict=True):
+                np.add(total, more, out=total)
+            self.buckets[bucket] = (held[0], held[1] + rows)
+        if not self.live:
+            self.live = [np.zeros(len(c), dtype=np.int64) for c in counts]
+        for total, more in zip(self.live, counts, strict=True):
+            np.add(total, more, out=total)
+        self.live_rows += rows
+
+    def forget_before(self, oldest: int) -> None:
+        while self.buckets and next(iter(self.buckets)) < oldest:
+            _, (counts, rows) = self.buckets.popitem(last=False)
+            for total, gone in zip(self.live, counts, strict=True):
+                np.subtract(total, gone, out=total)
+            self.live_rows -= rows
 
 
 class DriftMonitor:
@@ -280,29 +306,23 @@ class DriftMonitor:
             self._digest(self._clock())
 
     def _digest(self, now: float) -> None:
-        # the queued requests' columns, joined per version and bucket, then binned at once
-        groups: dict[tuple[VersionKey, int], dict[str, list[Array]]] = {}
-        rows: collections.Counter[tuple[VersionKey, int]] = collections.Counter()
+        # The queued requests' tensors are stacked per version and bucket, then cut into
+        # columns and binned once: a few array operations per second, not per request.
+        groups: dict[tuple[VersionKey, int], list[tuple[Tensors, Tensors]]] = {}
         while self._pending:
             key, at, inputs, outputs = self._pending.popleft()
             state = self._versions.setdefault(key, _Version())
             if not state.looked_up:
                 state.reference, state.looked_up = self._load(key), True
-            columns = all_columns(inputs, outputs)
             if state.reference is None:
-                self._gather_baseline(key, state, columns)
+                self._gather_baseline(key, state, all_columns(inputs, outputs))
                 continue
-            group = groups.setdefault((key, int(at // BUCKET_SECONDS)), {})
-            for name, values in columns.items():
-                group.setdefault(name, []).append(values)
-            rows[key, int(at // BUCKET_SECONDS)] += max((len(v) for v in columns.values()),
-                                                        default=0)
-        for (key, bucket), group in groups.items():
+            groups.setdefault((key, int(at // BUCKET_SECONDS)), []).append((inputs, outputs))
+        for (key, bucket), requests in groups.items():
             state = self._versions[key]
             assert state.reference is not None
-            joined = {name: np.concatenate(parts) for name, parts in group.items()}
-            state.buckets.setdefault(bucket, []).append(self._count(state.reference, joined))
-            state.bucket_rows[bucket] = state.bucket_rows.get(bucket, 0) + rows[key, bucket]
+            columns, rows = _stacked_columns(requests)
+            state.add(bucket, self._count(state.reference, columns), rows)
         for key in list(self._versions):
             self._judge(key, now)
 
@@ -370,17 +390,11 @@ class DriftMonitor:
             state.baseline.clear()
 
     def _live(self, state: _Version, now: float) -> tuple[list[Array], int]:
-        oldest = int((now - self._window) // BUCKET_SECONDS)
-        for bucket in [b for b in state.buckets if b < oldest]:
-            del state.buckets[bucket]
-            state.bucket_rows.pop(bucket, None)
+        state.forget_before(int((now - self._window) // BUCKET_SECONDS))
         assert state.reference is not None
-        live: list[Array] = [np.zeros(len(c.bins), dtype=np.float64)
-                             for c in state.reference.columns]
-        for counted in _flatten(state.buckets.values()):
-            for i, counts in enumerate(counted):
-                live[i] = np.add(live[i], counts)
-        return live, sum(state.bucket_rows.values())
+        if not state.live:
+            return [np.zeros(len(c.bins), dtype=np.int64) for c in state.reference.columns], 0
+        return state.live, state.live_rows
 
     def _judge(self, key: VersionKey, now: float) -> None:
         state = self._versions[key]
@@ -402,9 +416,39 @@ class DriftMonitor:
         state.drifted = drifted
 
 
-def _flatten(groups: Iterable[list[list[Array]]]) -> Iterable[list[Array]]:
-    for group in groups:
-        yield from group
+def _stacked_columns(requests: list[tuple[Tensors, Tensors]]) -> tuple[dict[str, Array], int]:
+    """The columns of many requests' inputs and outputs (``SAMPLE_ROWS`` rows of each), and the
+    rows they hold. Tensors are stacked by name first; requests whose tensors do not stack (other
+    trailing dimensions, other names) are cut into columns one by one."""
+    try:
+        inputs = _stacked([r[0] for r in requests])
+        outputs = _stacked([r[1] for r in requests])
+    except ValueError:
+        parts: dict[str, list[Array]] = {}
+        rows = 0
+        for request_inputs, request_outputs in requests:
+            columns = all_columns(request_inputs, request_outputs)
+            for name, values in columns.items():
+                parts.setdefault(name, []).append(values)
+            rows += max((len(v) for v in columns.values()), default=0)
+        return {name: np.concatenate(values) for name, values in parts.items()}, rows
+    columns = all_columns(inputs, outputs, None)
+    return columns, max((len(v) for v in columns.values()), default=0)
+
+
+def _stacked(tensors: list[Tensors]) -> Tensors:
+    """Each name's arrays (their first ``SAMPLE_ROWS`` rows) joined along the rows; ValueError
+    when the requests do not all hold the same names or their arrays do not join."""
+    names = list(tensors[0])
+    if any(list(t) != names for t in tensors):
+        raise ValueError("the requests' tensors differ")
+    stacked = {}
+    for name in names:
+        arrays = [t[name][:SAMPLE_ROWS] for t in tensors]
+        if any(a.ndim == 0 for a in arrays):
+            raise ValueError("a scalar tensor")
+        stacked[name] = np.concatenate(arrays)
+    return stacked
 
 
 def _category(value: object) -> str:
