@@ -332,3 +332,24 @@ def test_non_finite_float_inputs_are_bad_input_naming_the_count(dtype: type) -> 
 
 
 DATATYPE_OF = {np.float16: "FP16", np.float32: "FP32", np.float64: "FP64"}
+
+
+def test_outputs_say_whether_they_are_finite_after_their_cast_and_json_writes_them_so() -> None:
+    """The encoder trusts ``finite`` rather than scanning each output again: it must be true of
+    the array served, which a cast can change (a large float64 into FP32 is infinite)."""
+    from model_manager.api.codec import dump_json, json_data
+
+    signature = Signature((), (TensorSpec("small", "FP32", (-1,)), TensorSpec("big", "FP32", (-1,)),
+                               TensorSpec("nan_label", "INT64", (-1,))))
+    results = {"small": np.array([0.5], np.float32), "big": np.array([1e300]),
+               "nan_label": np.array([np.nan])}
+
+    outputs, violations = check_outputs(signature, NO_RULES, ["small", "big", "nan_label"], results)
+
+    assert [o.finite for o in outputs] == [True, False, True]
+    assert [v.message for v in violations] == [
+        "output 'big' holds 1 NaN or infinite value(s) of 1",
+        "output 'nan_label' holds 1 NaN or infinite value(s) of 1"]
+    assert outputs[1].data[0] == np.inf
+    written = dump_json({"data": [json_data(o.data) for o in outputs]}, tuple(outputs))
+    assert written.startswith(b'{"data":[[0.5],[Infinity],[')  # not null: clients read it back

@@ -101,7 +101,8 @@ def dump_json(doc: dict[str, Any], outputs: tuple[InferOutput, ...]) -> bytes:
     """orjson, unless an output holds NaN or infinities: those are written as the standard
     library does (``NaN``, ``Infinity``), which clients' JSON parsers accept and orjson would
     turn into null."""
-    finite = all(o.data.dtype.kind != "f" or bool(np.isfinite(o.data).all()) for o in outputs)
+    finite = all(o.finite if o.finite is not None
+                 else o.data.dtype.kind != "f" or bool(np.isfinite(o.data).all()) for o in outputs)
     if finite:
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     return json.dumps(doc, separators=(",", ":"), default=_listed).encode()

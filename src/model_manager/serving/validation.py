@@ -127,9 +127,15 @@ def check_outputs(signature: Signature, rules: OutputRules, names: Sequence[str]
             raise InvalidOutput(f"the model returned no output {name!r}")
         spec = specs[name]
         raw = np.asarray(results[name])
-        if raw.dtype.kind in "fc" and not np.isfinite(raw).all():
+        finite = raw.dtype.kind not in "fc" or bool(np.isfinite(raw).all())
+        if not finite:
             violations += _non_finite(name, raw)  # before the cast, which hides them in integers
         array = _cast(spec, raw)
+        if array is not raw:  # a cast can make infinities (1e300 into FP32) or hide NaN
+            was_finite = finite
+            finite = array.dtype.kind not in "fc" or bool(np.isfinite(array).all())
+            if was_finite and not finite:
+                violations += _non_finite(name, array)
         if not _fits(spec.shape, array.shape):
             violations.append(Violation(
                 "signature", f"output {name!r} has shape {list(array.shape)}, the signature "
@@ -137,7 +143,7 @@ def check_outputs(signature: Signature, rules: OutputRules, names: Sequence[str]
         constraints = rules.constraints.get(name)
         if constraints:
             violations += _check_constraints(name, array, constraints)
-        outputs.append(InferOutput(name, spec.datatype, array))
+        outputs.append(InferOutput(name, spec.datatype, array, finite))
     return outputs, violations
 
 
@@ -196,7 +202,8 @@ def _cast(spec: TensorSpec, array: Array) -> Array:
     if array.dtype == DATATYPES[spec.datatype]:
         return array
     try:
-        with np.errstate(invalid="ignore"):  # NaN into an integer: already reported as "nan"
+        # NaN into an integer was reported as "nan" before the cast, overflow into infinity after
+        with np.errstate(invalid="ignore", over="ignore"):
             return np.asarray(array).astype(DATATYPES[spec.datatype], copy=False)
     except (TypeError, ValueError) as exc:
         raise InvalidOutput(f"output {spec.name!r} is not {spec.datatype}: {exc}") from exc
