@@ -131,3 +131,17 @@ def test_requests_binned_together_count_as_each_would_alone() -> None:
             assert live[column.name] == expected.tolist(), column.name
         assert monitor.report(KEY)["live_rows"] == sum(min(len(i["x"]), drift.SAMPLE_ROWS)
                                                        for i, _ in requests)
+
+
+def test_a_bucket_made_after_a_clock_step_back_still_leaves_the_window() -> None:
+    rng = np.random.default_rng(5)
+    recorder = Recorder()
+    monitor = recorder.monitor()
+    monitor.set_reference(KEY, {"x": rng.normal(size=(500, 2))})
+    feed(monitor, rng.normal(size=(30, 2)))  # the bucket of t=1000
+    recorder.now -= 30  # the wall clock steps back: an older bucket is made after a newer one
+    feed(monitor, rng.normal(size=(20, 2)))
+    assert monitor.report(KEY)["live_rows"] == 50
+    recorder.now += 30 + 60 - 5  # the older bucket is out of the 60 s window, the newer is not
+    monitor.digest()
+    assert monitor.report(KEY)["live_rows"] == 30

@@ -221,8 +221,7 @@ class _Version:
         self.looked_up = False
         self.baseline: dict[str, list[Array]] = collections.defaultdict(list)
         self.baseline_rows = 0
-        self.buckets: collections.OrderedDict[int, tuple[list[Array], int]] = \
-            collections.OrderedDict()
+        self.buckets: dict[int, tuple[list[Array], int]] = {}
         """Per bucket: each column's counts, and the rows counted."""
         self.live: list[Array] = []
         """Each column's counts over ``buckets``."""
@@ -245,8 +244,8 @@ class _Version:
         self.live_rows += rows
 
     def forget_before(self, oldest: int) -> None:
-        while self.buckets and next(iter(self.buckets)) < oldest:
-            _, (counts, rows) = self.buckets.popitem(last=False)
+        for bucket in [b for b in self.buckets if b < oldest]:  # in any order: clocks step back
+            counts, rows = self.buckets.pop(bucket)
             for total, gone in zip(self.live, counts, strict=True):
                 np.subtract(total, gone, out=total)
             self.live_rows -= rows
