@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from model_manager.runtimes.remote import (
     ModelProcess,
     ProcessDied,
     ProcessLimits,
+    _private_bytes,
+    _resident_bytes,
     check_upload,
     load_remote,
 )
@@ -228,3 +231,14 @@ def test_a_death_is_named_while_other_threads_ask_after_the_process(tmp_path: Pa
                 asker.join()
             process.stop()
     assert deaths == ["SIGSEGV"] * 10
+
+
+def test_resident_bytes_bound_private_bytes_so_the_cheap_count_can_stand_in() -> None:
+    """The memory watch reads a process's private bytes only once its resident bytes pass the
+    limit: that is safe because private pages are resident pages."""
+    ballast = np.ones(20_000_000 // 8)  # 20 MB of private pages
+    assert _private_bytes(os.getpid()) >= ballast.nbytes
+    assert _resident_bytes(os.getpid()) >= _private_bytes(os.getpid())
+    child = subprocess.Popen(["sleep", "0"])
+    child.wait()
+    assert _resident_bytes(child.pid) == 0
