@@ -7,7 +7,10 @@ per request): p50 latency at concurrency 1 and throughput at concurrency 4. Each
 its model processes, runs on the first core and wrk on the last, so both configurations get
 one core and the isolated path pays for its extra process there. The two servers alternate,
 --reps times, so that host drift hits both; medians are reported with the isolated path's added
-p50 and its throughput ratio. Also times the upload of the iris skops file (its check runs in a
+p50 and its throughput ratio. At concurrency 4 it also reads the CPU time the server and its
+model processes spent per request (from /proc), which shows where the isolated path's cost lies:
+a model process spends more per call than the same model does in a loop, its caches cold after
+the server ran. Also times the upload of the iris skops file (its check runs in a
 model process).
 
 Appends the points to bench/results/isolation.jsonl.
@@ -75,10 +78,16 @@ def main() -> None:
             for model in files:
                 for mode in MODES:
                     c1 = wrk(servers[mode].url, model, body, 1, args.duration)
+                    pid = servers[mode].process.pid
+                    before = cpu_seconds(pid), cpu_seconds(*descendants(pid))
                     c4 = wrk(servers[mode].url, model, body, 4, args.duration)
+                    after = cpu_seconds(pid), cpu_seconds(*descendants(pid))
+                    per_request = 1e6 / (c4["rps"] * args.duration)
                     points.append({"isolate": mode, "model": model, "rep": rep,
                                    "p50_us_c1": c1["p50_us"], "p99_us_c1": c1["p99_us"],
                                    "rps_c1": c1["rps"], "rps_c4": c4["rps"],
+                                   "server_cpu_us_c4": (after[0] - before[0]) * per_request,
+                                   "models_cpu_us_c4": (after[1] - before[1]) * per_request,
                                    "errors": c1["errors"] + c4["errors"]})
                     print(json.dumps(points[-1]), flush=True)
     finally:
@@ -117,18 +126,50 @@ def wrk(url: str, model: str, body: Path, connections: int, seconds: int) -> dic
             "p99_us": result["p99_ms"] * 1000, "errors": result["errors"]}
 
 
+def cpu_seconds(*pids: int) -> float:
+    """User and system CPU seconds the processes have spent so far (0 for one that is gone)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the fork server and the model processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
 def report(points: list[dict], uploads: dict[str, list[float]]) -> None:
     def median(mode: str, model: str, key: str) -> float:
         return statistics.median(p[key] for p in points
                                  if p["isolate"] == mode and p["model"] == model)
 
     print(f"\n{'model':>7} {'isolate':>8} {'p50 us c=1':>11} {'p99 us c=1':>11} "
-          f"{'req/s c=4':>10}")
+          f"{'req/s c=4':>10} {'CPU us/req c=4: server':>23} {'model processes':>16}")
     for model in ("logreg", "forest"):
         for mode in MODES:
             print(f"{model:>7} {mode:>8} {median(mode, model, 'p50_us_c1'):>11.0f} "
                   f"{median(mode, model, 'p99_us_c1'):>11.0f} "
-                  f"{median(mode, model, 'rps_c4'):>10.0f}")
+                  f"{median(mode, model, 'rps_c4'):>10.0f} "
+                  f"{median(mode, model, 'server_cpu_us_c4'):>23.0f} "
+                  f"{median(mode, model, 'models_cpu_us_c4'):>16.0f}")
         added = median("all", model, "p50_us_c1") - median("none", model, "p50_us_c1")
         ratio = median("all", model, "rps_c4") / median("none", model, "rps_c4")
         print(f"{model:>7} isolated: {added:+.0f} us p50 at c=1, {ratio:.2f}x req/s at c=4")
