@@ -476,7 +476,7 @@ def _death_of(exitcode: int | None) -> Death:
     return Death(f"exit code {exitcode}", f"ended with exit code {exitcode}")
 
 
-def _resident_bytes(pid: int) -> int:
+def _resident_bytes(pid: int | None) -> int:
     """Resident bytes of a process, shared pages included: a counter the kernel keeps, read
     in microseconds (private bytes take a walk of every mapping, milliseconds); 0 once it is
     gone."""
