@@ -4,6 +4,7 @@ messages on a plain channel, the standard health and reflection services."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -353,3 +354,14 @@ def test_cli_predict_over_grpc_answers_as_over_rest(server: ServerProcess) -> No
                         check=False)
     assert failed.returncode == 1
     assert "NOT_FOUND: model 'nope' is not registered" in failed.stderr
+
+
+def test_every_server_thread_runs_as_batch_work(client: triton.InferenceServerClient,
+                                                server: ServerProcess) -> None:
+    """The server's threads, gRPC's among them, wait for the running one to block rather than
+    preempt it (SCHED_BATCH); an operator sees it with `chrt -p`."""
+    assert client.is_server_live()  # gRPC's threads have started
+    threads = list(Path(f"/proc/{server.process.pid}/task").iterdir())
+    assert len(threads) > 2
+    assert {int(t.name): os.sched_getscheduler(int(t.name)) for t in threads} == {
+        int(t.name): os.SCHED_BATCH for t in threads}
