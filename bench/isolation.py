@@ -35,6 +35,7 @@ import httpx
 import peers_env
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
+from workers import descendants
 
 from model_manager.demo import train_iris, write_skops
 
@@ -79,9 +80,9 @@ def main() -> None:
                 for mode in MODES:
                     c1 = wrk(servers[mode].url, model, body, 1, args.duration)
                     pid = servers[mode].process.pid
-                    before = cpu_seconds(pid), cpu_seconds(*descendants(pid))
+                    before = cpu_seconds(pid), cpu_seconds(*descendants(pid)[1:])
                     c4 = wrk(servers[mode].url, model, body, 4, args.duration)
-                    after = cpu_seconds(pid), cpu_seconds(*descendants(pid))
+                    after = cpu_seconds(pid), cpu_seconds(*descendants(pid)[1:])
                     per_request = 1e6 / (c4["rps"] * args.duration)
                     points.append({"isolate": mode, "model": model, "rep": rep,
                                    "p50_us_c1": c1["p50_us"], "p99_us_c1": c1["p99_us"],
@@ -136,24 +137,6 @@ def cpu_seconds(*pids: int) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (the fork server and the model processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
 
 
 def report(points: list[dict], uploads: dict[str, list[float]]) -> None:
