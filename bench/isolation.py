@@ -33,9 +33,9 @@ from pathlib import Path
 
 import httpx
 import peers_env
+from peers_systems import descendants, stat_ticks
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
-from workers import descendants
 
 from model_manager.demo import train_iris, write_skops
 
@@ -80,10 +80,10 @@ def main() -> None:
                 for mode in MODES:
                     c1 = wrk(servers[mode].url, model, body, 1, args.duration)
                     pid = servers[mode].process.pid
-                    before = cpu_seconds(pid), cpu_seconds(*descendants(pid)[1:])
+                    before = stat_ticks(pid), sum(map(stat_ticks, descendants(pid)))
                     c4 = wrk(servers[mode].url, model, body, 4, args.duration)
-                    after = cpu_seconds(pid), cpu_seconds(*descendants(pid)[1:])
-                    per_request = 1e6 / (c4["rps"] * args.duration)
+                    after = stat_ticks(pid), sum(map(stat_ticks, descendants(pid)))
+                    per_request = 1e6 / os.sysconf("SC_CLK_TCK") / (c4["rps"] * args.duration)
                     points.append({"isolate": mode, "model": model, "rep": rep,
                                    "p50_us_c1": c1["p50_us"], "p99_us_c1": c1["p99_us"],
                                    "rps_c1": c1["rps"], "rps_c4": c4["rps"],
@@ -125,18 +125,6 @@ def wrk(url: str, model: str, body: Path, connections: int, seconds: int) -> dic
                              if line.startswith("RESULT "))[len("RESULT "):])
     return {"rps": result["rps"], "p50_us": result["p50_ms"] * 1000,
             "p99_us": result["p99_ms"] * 1000, "errors": result["errors"]}
-
-
-def cpu_seconds(*pids: int) -> float:
-    """User and system CPU seconds the processes have spent so far (0 for one that is gone)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def report(points: list[dict], uploads: dict[str, list[float]]) -> None:

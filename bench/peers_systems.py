@@ -222,10 +222,10 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def pids(self) -> list[int]:
-        return [self.process.pid, *_descendants(self.process.pid)]
+        return [self.process.pid, *descendants(self.process.pid)]
 
     def cpu_ticks(self) -> int:
-        return sum(_stat_ticks(pid) for pid in self.pids())
+        return sum(stat_ticks(pid) for pid in self.pids())
 
     def memory_mib(self) -> dict[str, float]:
         """RSS now and the peak (VmHWM), each summed over the process tree."""
@@ -237,7 +237,7 @@ class Server:
     def stop(self) -> None:
         if self.process.poll() is not None:
             return
-        children = _descendants(self.process.pid)
+        children = descendants(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(STOP_TIMEOUT_S)
@@ -320,7 +320,8 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (not ``root`` itself)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -335,7 +336,8 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _stat_ticks(pid: int) -> int:
+def stat_ticks(pid: int) -> int:
+    """CPU clock ticks the process has spent so far, user and system (0 once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

@@ -34,6 +34,7 @@ import httpx
 import numpy as np
 import peers_env
 import skops.io as sio
+from peers_systems import descendants
 from sklearn.linear_model import LogisticRegression
 
 HERE = Path(__file__).parent
@@ -137,11 +138,12 @@ class Served:
             httpx.post(f"{self.url}/v2/models/m{i}/infer", content=BODY).raise_for_status()
         time.sleep(1)
         rss = pss = 0
-        for pid in descendants(self.process.pid):
+        tree = [self.process.pid, *descendants(self.process.pid)]
+        for pid in tree:
             rss += status_kib(pid, "VmRSS:")
             pss += rollup_kib(pid, "Pss:")
         return {"tree_rss_mib": round(rss / 1024, 1), "tree_pss_mib": round(pss / 1024, 1),
-                "processes": len(descendants(self.process.pid))}
+                "processes": len(tree)}
 
 
 def wait_processes_ready(url: str) -> None:
@@ -165,22 +167,6 @@ def wrk(url: str, connections: int, seconds: int, model: str = "logreg") -> dict
                              if line.startswith("RESULT "))[len("RESULT "):])
     return {"rps": result["rps"], "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
             "errors": result["errors"]}
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        found.append(pid := todo.pop())
-        todo.extend(children.get(pid, []))
-    return found
 
 
 def status_kib(pid: int, field: str) -> int:
