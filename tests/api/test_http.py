@@ -8,16 +8,18 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import numpy as np
 import pytest
-import uvloop
 
 from model_manager.api.http import FLUSH_AT, JoinedWrites
 from tests.onnx_models import offset_model
 from tests.support import ServerProcess, push
+
+Pair = tuple[JoinedWrites, socket.socket]
+"""The server's end of a connection, and the client's."""
 
 
 def _received(peer: socket.socket) -> bytes:
@@ -33,12 +35,25 @@ def _received(peer: socket.socket) -> bytes:
         chunks.append(chunk)
 
 
-async def _joined_pair() -> tuple[JoinedWrites, socket.socket]:
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, bool]]:
+    return "asyncio", {"use_uvloop": True}  # the server's loop
+
+
+@pytest.fixture
+async def pair(anyio_backend: object) -> AsyncIterator[Pair]:
+    """Our end of a socket pair as the server's transport, and the peer's end; both closed
+    afterwards, also when the test fails (an open transport would hold the loop's close)."""
     ours, peer = socket.socketpair()
     peer.setblocking(False)
     loop = asyncio.get_running_loop()
     transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
-    return JoinedWrites(transport, loop), peer  # type: ignore[arg-type]
+    joined = JoinedWrites(transport, loop)  # type: ignore[arg-type]
+    try:
+        yield joined, peer
+    finally:
+        joined.close()
+        peer.close()
 
 
 async def _settle() -> None:
@@ -46,50 +61,39 @@ async def _settle() -> None:
         await asyncio.sleep(0.01)
 
 
-def test_writes_of_one_turn_leave_together_and_in_order() -> None:
-    async def scenario() -> None:
-        joined, peer = await _joined_pair()
-        joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
-        joined.write(bytearray(b"body"))
-        assert _received(peer) == b""  # held until the loop turns
-        assert joined.get_write_buffer_size() == 23
-        await _settle()
-        assert _received(peer) == b"HTTP/1.1 200 OK\r\n\r\nbody"
-        joined.write(b"second")
-        await _settle()
-        assert _received(peer) == b"second"
-        joined.close()
-        peer.close()
-
-    uvloop.run(scenario())
+@pytest.mark.anyio
+async def test_writes_of_one_turn_leave_together_and_in_order(pair: Pair) -> None:
+    joined, peer = pair
+    joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    joined.write(bytearray(b"body"))
+    assert _received(peer) == b""  # held until the loop turns
+    assert joined.get_write_buffer_size() == 23
+    await _settle()
+    assert _received(peer) == b"HTTP/1.1 200 OK\r\n\r\nbody"
+    joined.write(b"second")
+    await _settle()
+    assert _received(peer) == b"second"
 
 
-def test_a_large_body_goes_out_without_waiting_for_the_loop() -> None:
-    async def scenario() -> None:
-        joined, peer = await _joined_pair()
-        joined.write(b"head ")
-        joined.write(b"x" * FLUSH_AT)
-        await asyncio.sleep(0)  # the socket's own write, not the held one
-        arrived = _received(peer)
-        await _settle()
-        arrived += _received(peer)
-        assert arrived == b"head " + b"x" * FLUSH_AT
-        joined.close()
-        peer.close()
-
-    uvloop.run(scenario())
+@pytest.mark.anyio
+async def test_a_large_body_goes_out_without_waiting_for_the_loop(pair: Pair) -> None:
+    joined, peer = pair
+    joined.write(b"head ")
+    joined.write(b"x" * FLUSH_AT)
+    await asyncio.sleep(0)  # the socket's own write, not the held one
+    arrived = _received(peer)
+    await _settle()
+    arrived += _received(peer)
+    assert arrived == b"head " + b"x" * FLUSH_AT
 
 
-def test_closing_writes_what_is_held_first() -> None:
-    async def scenario() -> None:
-        joined, peer = await _joined_pair()
-        joined.write(b"last words")
-        joined.close()
-        await _settle()
-        assert _received(peer) == b"last words<EOF>"
-        peer.close()
-
-    uvloop.run(scenario())
+@pytest.mark.anyio
+async def test_closing_writes_what_is_held_first(pair: Pair) -> None:
+    joined, peer = pair
+    joined.write(b"last words")
+    joined.close()
+    await _settle()
+    assert _received(peer) == b"last words<EOF>"
 
 
 @pytest.fixture(scope="module")
