@@ -281,10 +281,6 @@ def _grpc_server(settings: Settings, router: PredictionRouter, registry: Registr
     only when it serves."""
     if settings.grpc_port == 0:
         return None
-    # grpc core's own epoll transport rather than its EventEngine one: fewer thread hops per
-    # call (read once, when grpc starts; an operator's GRPC_EXPERIMENTS wins)
-    os.environ.setdefault("GRPC_EXPERIMENTS",
-                          "-event_engine_listener,-event_engine_for_all_other_endpoints")
     from model_manager.api.grpc import GrpcServer, InferenceService
 
     service = InferenceService(router, registry, cache, lifecycle, readiness, keys, limits)
