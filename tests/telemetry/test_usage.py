@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -194,6 +195,36 @@ def test_flush_writes_the_counts_and_usage_does_not_count_them_twice(
     assert after.requests == 5
     assert after.outcomes == before.outcomes == {"ok": 4, "timeout": 1}
     assert after.latency == before.latency
+
+
+def test_requests_recorded_while_other_threads_read_and_flush_are_each_counted_once(
+        recorder: UsageRecorder, store: UsageStore, clock: Clock) -> None:
+    """Successful requests reach the counts when they are next read or flushed: readers and
+    flushes racing with the recording threads neither lose one nor count one twice."""
+    writers, each = 4, 3000
+    done = threading.Event()
+
+    def read_and_flush() -> None:
+        while not done.is_set():
+            recorder.window(KEY, 60)
+            recorder.recent_totals()
+            recorder.flush()
+
+    reader = threading.Thread(target=read_and_flush)
+    reader.start()
+    recorders = [threading.Thread(target=record, args=(recorder, each)) for _ in range(writers)]
+    for thread in recorders:
+        thread.start()
+    for thread in recorders:
+        thread.join()
+    done.set()
+    reader.join()
+
+    assert recorder.window(KEY, 60).requests == writers * each
+    assert recorder.usage("iris")[1][today(clock)].requests == writers * each
+    recorder.flush()
+    assert store.read("iris", today(clock))[1, today(clock)].requests == writers * each
+    assert recorder.recent_totals()[1][KEY].hour.requests == writers * each
 
 
 def test_two_flushes_add_up_in_the_same_day_row(recorder: UsageRecorder, store: UsageStore,

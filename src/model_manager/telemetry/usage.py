@@ -1,6 +1,8 @@
 """``UsageRecorder``: every prediction counted in memory, flushed to the registry in daily buckets.
 
-The hot path only adds to in-memory counters (and Prometheus); a background task calls ``flush``
+A successful prediction costs the hot path one append to a queue (and Prometheus): the counts
+take what it holds whenever they are read or flushed, so every reader sees every request that
+ended before it asked. A failed one is counted at once. A background task calls ``flush``
 every few seconds and at shutdown, so a crash loses at most one flush interval. While the registry
 is unreachable the counts wait in memory and are written, once, when it is back (``Outbox``); they
 are bounded by the versions and days counted, not by the requests. A sliding window
@@ -33,6 +35,8 @@ from model_manager.types import VersionKey
 log = logging.getLogger(__name__)
 
 _WINDOW_CAP = 20_000
+_SETTLE_AT = 1024
+"""Successful requests recorded before they are added to the counts without waiting for a read."""
 _BURST_ERRORS = 10
 _BURST_SECONDS = 60.0
 
@@ -130,6 +134,9 @@ class UsageRecorder:
         self._last_errors: dict[VersionKey, dict[str, str]] = {}
         self._recent = RecentUsage()
         self._day: tuple[int, date] = (-1, date.min)
+        self._unsettled: collections.deque[tuple[VersionKey, float, float | None, float]] = (
+            collections.deque())
+        """Successful requests not yet in the counts (``_settle``)."""
 
     def last_error(self, key: VersionKey, outcome: str | None = None) -> str | None:
         """The message of the version's latest server-side error (of one kind, if given)."""
@@ -144,23 +151,44 @@ class UsageRecorder:
     def record(self, key: VersionKey, outcome: str, seconds: float, inference: float | None,
                detail: str | None = None) -> None:
         at = self._clock()
-        day = self._day_of(at)
-        with self._lock:
-            counts = self._pending.get((key[0], key[1], day))
-            if counts is None:
-                counts = self._pending[key[0], key[1], day] = UsageCounts()
-            counts.add(outcome, seconds, inference, at)
-            window = self._windows.get(key)
-            if window is None:
-                window = self._windows[key] = collections.deque(maxlen=_WINDOW_CAP)
-            window.append((at, seconds, outcome))
-            self._recent.add(key, outcome, seconds, inference, at)
-            if outcome not in NOT_THE_MODELS:
-                self._last_errors.setdefault(key, {})[outcome] = detail or outcome
-                self._last_errors[key]["*"] = detail or outcome
+        if outcome == "ok":
+            # The request's share: one append. The counts take it when next read or flushed.
+            self._unsettled.append((key, seconds, inference, at))
+            if len(self._unsettled) >= _SETTLE_AT:
+                with self._lock:
+                    self._settle()
+        else:
+            with self._lock:
+                self._settle()  # the window keeps the order requests ended in
+                self._add(key, outcome, seconds, inference, at)
+                if outcome not in NOT_THE_MODELS:
+                    self._last_errors.setdefault(key, {})[outcome] = detail or outcome
+                    self._last_errors[key]["*"] = detail or outcome
         self._metrics.on_request(key, outcome, seconds, inference)
         if outcome not in NOT_THE_MODELS:
             self._check_burst(key, at)
+
+    def _settle(self) -> None:
+        """Add the successful requests recorded since the last call to the counts (under the
+        lock). ``popleft`` and the hot path's ``append`` are each atomic, so a request that ends
+        meanwhile is either taken now or left for the next call."""
+        unsettled = self._unsettled
+        while unsettled:
+            key, seconds, inference, at = unsettled.popleft()
+            self._add(key, "ok", seconds, inference, at)
+
+    def _add(self, key: VersionKey, outcome: str, seconds: float, inference: float | None,
+             at: float) -> None:
+        day = self._day_of(at)
+        counts = self._pending.get((key[0], key[1], day))
+        if counts is None:
+            counts = self._pending[key[0], key[1], day] = UsageCounts()
+        counts.add(outcome, seconds, inference, at)
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = collections.deque(maxlen=_WINDOW_CAP)
+        window.append((at, seconds, outcome))
+        self._recent.add(key, outcome, seconds, inference, at)
 
     def _day_of(self, at: float) -> date:
         """The UTC day of ``at``; worked out once a day (Unix days are 86,400 s long)."""
@@ -177,6 +205,7 @@ class UsageRecorder:
         """Requests in the last ``seconds``: counts, errors, invalid outputs and p99 latency."""
         since = self._clock() - seconds
         with self._lock:
+            self._settle()
             recent = [r for r in self._windows.get(key, ()) if r[0] >= since]
         latencies = sorted(r[1] for r in recent)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None
@@ -189,6 +218,7 @@ class UsageRecorder:
         hour) for each version (of ``model``) used in the last day."""
         now = self._clock()
         with self._lock:
+            self._settle()
             keys = self._recent.versions(now, model)
             return now, {key: self._recent.series(key, span, now) for key in keys}
 
@@ -197,6 +227,7 @@ class UsageRecorder:
         hour and day, all taken at once."""
         now = self._clock()
         with self._lock:
+            self._settle()
             return now, self._recent.totals(now)
 
     def flush(self) -> None:
@@ -206,6 +237,7 @@ class UsageRecorder:
         self._outbox.flush(self._take)
 
     def _take(self) -> dict[UsageKey, UsageCounts] | None:
+        self._settle()
         pending, self._pending = self._pending, {}
         self._recent.forget_idle(self._clock())
         return pending or None
@@ -213,6 +245,7 @@ class UsageRecorder:
     def pending_count(self) -> int:
         """(model, version, day) buckets waiting to be written."""
         with self._lock:
+            self._settle()
             return len(self._pending) + len(self._outbox.unsent or ())
 
     def usage(self, model: str, days: int = 30) -> dict[int, dict[date, UsageCounts]]:
@@ -222,6 +255,7 @@ class UsageRecorder:
         for (version, day), counts in self._store.read(model, since).items():
             result[version][day] = counts
         with self._lock:
+            self._settle()
             unwritten = [*(self._outbox.unsent or {}).items(), *self._pending.items()]
             pending = [(k, UsageCounts().merge(c))  # copies, taken under the lock
                        for k, c in unwritten if k[0] == model and k[2] >= since]
