@@ -25,8 +25,9 @@ class ApiKeyAuth:
         self._keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        needed = permission_for(scope["method"], scope["path"]) if scope["type"] == "http" else None
-        if needed is None or not self._keys.enforced:
+        needed = (permission_for(scope["method"], scope["path"])
+                  if self._keys.enforced and scope["type"] == "http" else None)
+        if needed is None:
             await self.app(scope, receive, send)
             return
         presented = _presented_key(scope)
