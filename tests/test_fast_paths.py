@@ -4,7 +4,8 @@
   second time from the list: same values, same dtype, same refusals.
 - An output already of its signature's dtype is not cast, and the NaN count runs only when an
   output is not all finite: same outputs, same violations.
-- Shapes are compared by a loop rather than a generator: same verdicts.
+- Shapes are compared by a loop rather than a generator: same verdicts. A request's shape is
+  checked by a loop on exact types: it takes the same shapes as the general rule.
 - Output data of 64-bit floats, integers and booleans goes to orjson as the array itself, not
   as a list: the same bytes on the wire.
 """
@@ -21,7 +22,7 @@ import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from model_manager.api.codec import TensorLimits, encode_response, tensor_from_json
+from model_manager.api.codec import TensorLimits, _shape, encode_response, tensor_from_json
 from model_manager.errors import InvalidInput, InvalidOutput
 from model_manager.runtimes import Signature, TensorSpec
 from model_manager.runtimes.signature import DATATYPES
@@ -142,6 +143,20 @@ def test_outputs_are_checked_as_the_general_path(declared: str, produced: str, s
 def test_shapes_fit_as_the_general_rule(want: list[int], got: list[int]) -> None:
     general = len(want) == len(got) and all(w in (-1, g) for w, g in zip(want, got, strict=True))
     assert _fits(tuple(want), tuple(got)) == general
+
+
+@given(shape=st.one_of(st.lists(st.one_of(st.integers(-3, 2**64), st.booleans(), st.floats(),
+                                          st.text(max_size=2), st.none(), st.lists(st.integers())),
+                                max_size=5),
+                       st.integers(), st.text(max_size=3), st.none(), st.tuples(st.integers(0, 3))))
+def test_request_shapes_are_taken_as_the_general_rule(shape: Any) -> None:
+    general = isinstance(shape, list) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    try:
+        taken = _shape("x", shape) == tuple(shape)
+    except InvalidInput:
+        taken = False
+    assert taken == general
 
 
 def listed_body(outputs: tuple[InferOutput, ...]) -> bytes:

@@ -68,11 +68,12 @@ def decode_request(body: bytes, header_length: str | None,
     if len(raw_inputs) > limits.max_inputs:
         raise InvalidInput(f"the request has {len(raw_inputs)} inputs; the server takes at most "
                            f"{limits.max_inputs} (--max-inputs)")
-    reader = _BinaryReader(binary, limits)
-    inputs = tuple(_decode_input(item, reader, limits) for item in raw_inputs)
+    reader = _BinaryReader(binary) if binary else _NO_BINARY
+    inputs = tuple([_decode_input(item, reader, limits) for item in raw_inputs])
     reader.check_consumed()
+    parameters = doc.get("parameters")
     return InferenceRequest(inputs, _decode_outputs(doc.get("outputs")), _decode_id(doc.get("id")),
-                            _object(doc.get("parameters"), "parameters"))
+                            {} if parameters is None else _object(parameters, "parameters"))
 
 
 def encode_response(response: InferenceResponse,
@@ -149,9 +150,11 @@ def _decode_input(item: Any, reader: _BinaryReader, limits: TensorLimits) -> Inf
                            f"expected one of {', '.join(DATATYPES)}")
     shape = _shape(name, item.get("shape"))
     check_element_count(name, shape, limits)
-    parameters = _object(item.get("parameters"), f"input {name!r} parameters")
-    if "binary_data_size" in parameters:
-        data = reader.read(name, datatype, shape, parameters["binary_data_size"])
+    parameters = item.get("parameters")
+    if parameters is not None:  # (the label is built only when there is something to check)
+        parameters = _object(parameters, f"input {name!r} parameters")
+    if parameters and "binary_data_size" in parameters:
+        data = reader.read(name, datatype, shape, parameters["binary_data_size"], limits)
     elif "data" in item:
         data = tensor_from_json(name, datatype, shape, item["data"], limits)
     else:
@@ -167,8 +170,12 @@ def check_element_count(name: str, shape: tuple[int, ...], limits: TensorLimits)
 
 
 def _shape(name: str, shape: Any) -> tuple[int, ...]:
-    valid = isinstance(shape, list) and all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    valid = type(shape) is list
+    if valid:
+        for d in shape:  # a loop: a generator costs more than the check on a short shape
+            if type(d) is not int or d < 0:  # (``type``: bool is no dimension)
+                valid = False
+                break
     if not valid:
         raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, "
                            f"got {_preview(shape)}")
@@ -246,12 +253,12 @@ def check_bytes_element(name: str, length: int, limits: TensorLimits) -> None:
 class _BinaryReader:
     """Takes each binary input's bytes from the data after the JSON header, in order."""
 
-    def __init__(self, data: bytes, limits: TensorLimits) -> None:
+    def __init__(self, data: bytes) -> None:
         self._data = memoryview(data)
         self._offset = 0
-        self._limits = limits
 
-    def read(self, name: str, datatype: str, shape: tuple[int, ...], size: Any) -> Array:
+    def read(self, name: str, datatype: str, shape: tuple[int, ...], size: Any,
+             limits: TensorLimits) -> Array:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidInput(f"input {name!r}: binary_data_size must be a byte count")
         end = self._offset + size
@@ -261,12 +268,17 @@ class _BinaryReader:
                                f"left)")
         chunk = self._data[self._offset:end]
         self._offset = end
-        return tensor_from_raw(name, datatype, shape, chunk, self._limits, "binary_data_size")
+        return tensor_from_raw(name, datatype, shape, chunk, limits, "binary_data_size")
 
     def check_consumed(self) -> None:
         if self._offset != len(self._data):
             raise InvalidInput(f"{human_size(len(self._data) - self._offset)} after the JSON "
                                "header belong to no input")
+
+
+_NO_BINARY = _BinaryReader(b"")
+"""The reader of a body with no binary part: nothing to read, so it never changes (a read of
+more than 0 bytes fails before it moves)."""
 
 
 def tensor_from_raw(name: str, datatype: str, shape: tuple[int, ...], chunk: memoryview | bytes,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -52,10 +53,11 @@ class ModelRecord:
     versions: tuple[VersionRecord, ...]
     aliases: dict[str, int]
 
-    @property
+    @functools.cached_property
     def latest(self) -> VersionRecord | None:
-        live = [v for v in self.versions if not v.archived]
-        return live[-1] if live else None
+        """The newest unarchived version (worked out once: every request without a version
+        asks for it)."""
+        return next((v for v in reversed(self.versions) if not v.archived), None)
 
     def resolve(self, ref: str | int | None) -> VersionRecord:
         """The version ``ref`` names: a number, an alias, or (None) the default route:

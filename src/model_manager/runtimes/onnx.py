@@ -86,10 +86,11 @@ class OnnxRuntime:
         self._bytes_inputs = {t.name for t in signature.inputs if t.datatype == "BYTES"}
 
     def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, Array]:
-        feed = {name: (_as_text(name, value) if name in self._bytes_inputs else value)
-                for name, value in inputs.items()}
+        feed = inputs if not self._bytes_inputs else {
+            name: (_as_text(name, value) if name in self._bytes_inputs else value)
+            for name, value in inputs.items()}
         try:
-            results = self._session.run(list(outputs), feed)
+            results = self._session.run(outputs if type(outputs) is list else list(outputs), feed)
         except Exception as exc:
             raise ModelError(f"onnxruntime failed: {_first_line(exc)}") from exc
         return dict(zip(outputs, (np.asarray(r) for r in results), strict=True))

@@ -224,8 +224,8 @@ class ModelCache:
         return Held(self, version)
 
     async def _hold(self, version: VersionRecord) -> LoadedModel:
-        entry = await self.load(version)
-        while entry.removed:  # evicted between its load and this request's turn
+        entry = self._entries.get((version.model, version.number))  # loaded: no trip to load()
+        while entry is None or entry.removed:  # removed: evicted between its load and our turn
             entry = await self.load(version)
         entry.in_flight += 1
         entry.last_used = self._clock()

@@ -24,18 +24,22 @@ def check_inputs(signature: Signature, request: InferenceRequest,
     ``allow_non_finite``): the caller's mistake, never charged to the model."""
     given = {t.name: t for t in request.inputs}
     expected = signature.inputs_by_name
-    missing = [name for name in expected if name not in given]
-    unknown = [name for name in given if name not in expected]
-    if missing or unknown:
+    if given.keys() != expected.keys():
+        missing = [name for name in expected if name not in given]
+        unknown = [name for name in given if name not in expected]
         raise SignatureMismatch(
             f"the model takes inputs {list(expected)}"
             + (f"; missing {missing}" if missing else "")
             + (f"; unknown {unknown}" if unknown else ""))
+    inputs = {}
     for name, spec in expected.items():
-        _check_tensor(spec, given[name].datatype, given[name].data.shape)
+        tensor = given[name]
+        data = tensor.data
+        _check_tensor(spec, tensor.datatype, data.shape)
         if not allow_non_finite:
-            _check_finite(name, given[name].data)
-    return {name: given[name].data for name in expected}
+            _check_finite(name, data)
+        inputs[name] = data
+    return inputs
 
 
 def _check_finite(name: str, array: Array) -> None:
