@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from model_manager.telemetry.counts import BOUNDS, ERROR_KINDS, OUTCOMES, UsageCounts
 
@@ -157,3 +159,22 @@ def test_each_quantile_is_an_upper_bound_at_most_a_bucket_above(seconds: float) 
 
     assert estimate is not None
     assert seconds <= estimate <= max(seconds * 1.25, BOUNDS[0])
+
+
+SECONDS = st.one_of(st.floats(0, 120), st.sampled_from(BOUNDS), st.just(0.0))
+
+
+@given(rows=st.lists(st.tuples(SECONDS, st.one_of(st.none(), SECONDS), st.floats(0, 2e9)),
+                     min_size=1, max_size=40))
+def test_adding_many_at_once_counts_as_adding_each(
+        rows: list[tuple[float, float | None, float]]) -> None:
+    seconds, inference, at = (list(column) for column in zip(*rows, strict=True))
+    together = UsageCounts(requests=3, outcomes={"ok": 2, "timeout": 1}, first_used=1e9,
+                           last_used=1e9)
+    together.add_many("ok", seconds, inference, at)
+
+    one_by_one = UsageCounts(requests=3, outcomes={"ok": 2, "timeout": 1}, first_used=1e9,
+                             last_used=1e9)
+    for row in rows:
+        one_by_one.add("ok", *row)
+    assert together == one_by_one

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from model_manager.telemetry.recent import RecentUsage, fleet_report, recent_report, total
 
@@ -133,3 +135,24 @@ def test_an_hour_adds_its_rolled_up_minutes_to_those_still_in_the_last_hour() ->
         (0, 3), (HOUR, 4)]
     assert [(start - START, c.requests) for start, c in recent.series(KEY, "hour", now)] == [
         (3540, 2), (HOUR + 120, 4)]
+
+
+@given(rows=st.lists(st.tuples(st.floats(0, 2), st.one_of(st.none(), st.floats(0, 1)),
+                               st.floats(START - 2 * HOUR, START + HOUR)), min_size=1, max_size=30),
+       earlier=st.integers(0, 5))
+def test_adding_many_at_once_fills_the_buckets_as_adding_each(
+        rows: list[tuple[float, float | None, float]], earlier: int) -> None:
+    """Requests that span minutes and hours, out of order, after some already counted."""
+    together, one_by_one = RecentUsage(), RecentUsage()
+    for recent in (together, one_by_one):
+        requests(recent, START - HOUR, earlier)
+    seconds, inference, at = (list(column) for column in zip(*rows, strict=True))
+    together.add_many(KEY, "ok", seconds, inference, at)
+    for moment in sorted(set(int(a // 60) for a in at)):  # each minute's requests, in order
+        for row in rows:
+            if int(row[2] // 60) == moment:
+                one_by_one.add(KEY, "ok", *row)
+
+    for span in ("hour", "day"):
+        now = START + HOUR
+        assert together.series(KEY, span, now) == one_by_one.series(KEY, span, now)

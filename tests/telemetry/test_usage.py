@@ -227,6 +227,23 @@ def test_requests_recorded_while_other_threads_read_and_flush_are_each_counted_o
     assert recorder.recent_totals()[1][KEY].hour.requests == writers * each
 
 
+def test_requests_either_side_of_midnight_count_on_their_own_days(recorder: UsageRecorder,
+                                                                   clock: Clock) -> None:
+    midnight = clock.now - clock.now % 86400
+    clock.now = midnight - 1
+    record(recorder, 3)
+    clock.now = midnight + 1
+    record(recorder, 2)
+    record(recorder, 1, "timeout")
+
+    usage = recorder.usage("iris")[1]
+
+    before, after = (datetime.fromtimestamp(t, UTC).date() for t in (midnight - 1, midnight + 1))
+    assert usage[before].requests == 3
+    assert usage[after].requests == 3 and usage[after].outcomes == {"ok": 2, "timeout": 1}
+    assert recorder.window(KEY, 60).requests == 6
+
+
 def test_two_flushes_add_up_in_the_same_day_row(recorder: UsageRecorder, store: UsageStore,
                                                 clock: Clock) -> None:
     first_at = clock.now

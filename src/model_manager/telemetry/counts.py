@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 OUTCOMES = ("ok", "bad_input", "runtime_error", "timeout", "invalid_output", "overloaded",
             "unavailable")
@@ -27,8 +30,21 @@ BOUNDS = _bounds()
 """Upper bounds in seconds of the latency buckets; one more bucket holds everything slower."""
 
 
+_BOUNDS_ARRAY = np.array(BOUNDS)
+
+
 def bucket_of(seconds: float) -> int:
     return bisect.bisect_left(BOUNDS, seconds)
+
+
+def _add_to_histogram(histogram: list[int], seconds: Sequence[float]) -> None:
+    """Count each of ``seconds`` in its bucket (``bucket_of``'s), all in one pass."""
+    if not seconds:
+        return
+    found = np.bincount(np.searchsorted(_BOUNDS_ARRAY, seconds, side="left"),
+                        minlength=len(histogram))
+    for index in np.flatnonzero(found).tolist():
+        histogram[index] += int(found[index])
 
 
 def quantile(histogram: list[int], q: float) -> float | None:
@@ -67,6 +83,18 @@ class UsageCounts:
             self.inference[bucket_of(inference)] += 1
         self.first_used = at if self.first_used is None else min(self.first_used, at)
         self.last_used = at if self.last_used is None else max(self.last_used, at)
+
+    def add_many(self, outcome: str, seconds: Sequence[float], inference: Sequence[float | None],
+                 at: Sequence[float]) -> None:
+        """``add`` for each request of one outcome at once: the i-th took ``seconds[i]``,
+        ``inference[i]`` of them in the model, and ended at ``at[i]``."""
+        self.requests += len(seconds)
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + len(seconds)
+        _add_to_histogram(self.latency, seconds)
+        _add_to_histogram(self.inference, [s for s in inference if s is not None])
+        first, last = min(at), max(at)
+        self.first_used = first if self.first_used is None else min(self.first_used, first)
+        self.last_used = last if self.last_used is None else max(self.last_used, last)
 
     def merge(self, other: UsageCounts) -> UsageCounts:
         self.requests += other.requests

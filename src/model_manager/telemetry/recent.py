@@ -82,6 +82,32 @@ class RecentUsage:
             self._roll_up(key, at)
         counts.add(outcome, seconds, inference, at)
 
+    def add_many(self, key: VersionKey, outcome: str, seconds: list[float],
+                 inference: list[float | None], at: list[float]) -> None:
+        """``add`` for each request of one outcome at once (the i-th of each list is one)."""
+        first, last = int(min(at) // _MINUTE), int(max(at) // _MINUTE)
+        if first == last:  # as a batch usually is: one bucket
+            self._add_to_minute(key, first, outcome, seconds, inference, at)
+            return
+        rows: dict[int, list[int]] = {}
+        for i, when in enumerate(at):
+            rows.setdefault(int(when // _MINUTE), []).append(i)
+        for minute in sorted(rows):
+            picked = rows[minute]
+            self._add_to_minute(key, minute, outcome, [seconds[i] for i in picked],
+                                [inference[i] for i in picked], [at[i] for i in picked])
+
+    def _add_to_minute(self, key: VersionKey, minute: int, outcome: str, seconds: list[float],
+                       inference: list[float | None], at: list[float]) -> None:
+        minutes = self._minutes.get(key)
+        if minutes is None:
+            minutes = self._minutes[key] = {}
+        counts = minutes.get(minute)
+        if counts is None:
+            counts = minutes[minute] = UsageCounts()
+            self._roll_up(key, max(at))
+        counts.add_many(outcome, seconds, inference, at)
+
     def series(self, key: VersionKey, span: str, now: float) -> Series:
         """Copies of the version's buckets in the span that ends at ``now``."""
         buckets: dict[int, UsageCounts] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 import threading
 import time
@@ -134,9 +135,8 @@ class UsageRecorder:
         self._last_errors: dict[VersionKey, dict[str, str]] = {}
         self._recent = RecentUsage()
         self._day: tuple[int, date] = (-1, date.min)
-        self._unsettled: collections.deque[tuple[VersionKey, float, float | None, float]] = (
-            collections.deque())
-        """Successful requests not yet in the counts (``_settle``)."""
+        self._unsettled: dict[VersionKey, collections.deque[tuple[float, float | None, float]]] = {}
+        """Each version's successful requests not yet in the counts (``_settle``)."""
 
     def last_error(self, key: VersionKey, outcome: str | None = None) -> str | None:
         """The message of the version's latest server-side error (of one kind, if given)."""
@@ -153,8 +153,11 @@ class UsageRecorder:
         at = self._clock()
         if outcome == "ok":
             # The request's share: one append. The counts take it when next read or flushed.
-            self._unsettled.append((key, seconds, inference, at))
-            if len(self._unsettled) >= _SETTLE_AT:
+            unsettled = self._unsettled.get(key)
+            if unsettled is None:
+                unsettled = self._unsettled.setdefault(key, collections.deque())
+            unsettled.append((seconds, inference, at))
+            if len(unsettled) >= _SETTLE_AT:
                 with self._lock:
                     self._settle()
         else:
@@ -169,13 +172,25 @@ class UsageRecorder:
             self._check_burst(key, at)
 
     def _settle(self) -> None:
-        """Add the successful requests recorded since the last call to the counts (under the
-        lock). ``popleft`` and the hot path's ``append`` are each atomic, so a request that ends
-        meanwhile is either taken now or left for the next call."""
-        unsettled = self._unsettled
-        while unsettled:
-            key, seconds, inference, at = unsettled.popleft()
-            self._add(key, "ok", seconds, inference, at)
+        """Add the successful requests recorded since the last call to the counts, a version's
+        at once (under the lock). ``popleft`` and the hot path's ``append`` are each atomic, so
+        a request that ends meanwhile is either taken now or left for the next call."""
+        for key, unsettled in list(self._unsettled.items()):
+            rows = [unsettled.popleft() for _ in range(len(unsettled))]
+            if not rows:
+                continue
+            seconds, inference, at = (list(column) for column in zip(*rows, strict=True))
+            days = {self._day_of(min(at)), self._day_of(max(at))}
+            for day in days:
+                picked = range(len(at)) if len(days) == 1 else [
+                    i for i, when in enumerate(at) if self._day_of(when) == day]
+                counts = self._pending.get((key[0], key[1], day))
+                if counts is None:
+                    counts = self._pending[key[0], key[1], day] = UsageCounts()
+                counts.add_many("ok", [seconds[i] for i in picked], [inference[i] for i in picked],
+                                [at[i] for i in picked])
+            self._window(key).extend(zip(at, seconds, itertools.repeat("ok")))
+            self._recent.add_many(key, "ok", seconds, inference, at)
 
     def _add(self, key: VersionKey, outcome: str, seconds: float, inference: float | None,
              at: float) -> None:
@@ -184,11 +199,14 @@ class UsageRecorder:
         if counts is None:
             counts = self._pending[key[0], key[1], day] = UsageCounts()
         counts.add(outcome, seconds, inference, at)
+        self._window(key).append((at, seconds, outcome))
+        self._recent.add(key, outcome, seconds, inference, at)
+
+    def _window(self, key: VersionKey) -> collections.deque[tuple[float, float, str]]:
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = collections.deque(maxlen=_WINDOW_CAP)
-        window.append((at, seconds, outcome))
-        self._recent.add(key, outcome, seconds, inference, at)
+        return window
 
     def _day_of(self, at: float) -> date:
         """The UTC day of ``at``; worked out once a day (Unix days are 86,400 s long)."""
