@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from model_manager.telemetry import Metrics, worker_exited
@@ -134,3 +137,49 @@ def test_one_process_reads_the_cache_and_the_writes_when_scraped() -> None:
     assert sample(text, "model_manager_disk_total_bytes", place="staging") == Space().total
     names = family_names(text)
     assert len(names) == len(set(names))
+
+
+REQUEST_FAMILIES = ("model_manager_requests", "model_manager_request_seconds",
+                    "model_manager_inference_seconds")
+SECONDS = st.one_of(st.floats(0, 60), st.sampled_from([0.0005, 0.001, 0.25, 1.0, 30.0]))
+
+
+def request_lines(text: str) -> list[str]:
+    """The request metrics' lines of a scrape, but the creation times' values."""
+    return [line.split(" ")[0] if "_created{" in line else line for line in text.splitlines()
+            if line.split("{")[0].split(" ")[-1].startswith(REQUEST_FAMILIES)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(calls=st.lists(st.tuples(
+    st.sampled_from([("iris", 1), ("iris", 2), ("wine", 7)]),
+    st.sampled_from(["ok", "ok", "timeout", "bad_input"]),
+    st.lists(st.tuples(SECONDS, st.one_of(st.none(), SECONDS)), min_size=1, max_size=6)),
+    max_size=12))
+def test_one_process_writes_the_request_metrics_as_prometheus_clients_own_would(
+        calls: list[tuple[tuple[str, int], str, list[tuple[float, float | None]]]]) -> None:
+    """A single-process server counts requests in plain counts, turned into samples when
+    scraped; the scrape reads as if prometheus_client's Counter and Histograms had observed
+    each request."""
+    metrics, reference = Metrics(), CollectorRegistry()
+    buckets = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+    requests = Counter("model_manager_requests", "Predictions, by outcome.",
+                       ["model", "version", "outcome"], registry=reference)
+    latency = Histogram("model_manager_request_seconds", "Prediction latency as the server sees "
+                        "it.", ["model", "version"], buckets=buckets, registry=reference)
+    inside = Histogram("model_manager_inference_seconds", "Time inside the model's runtime.",
+                       ["model", "version"], buckets=buckets, registry=reference)
+    for key, outcome, rows in calls:
+        seconds, inference = [r[0] for r in rows], [r[1] for r in rows]
+        if len(rows) == 1:
+            metrics.on_request(key, outcome, seconds[0], inference[0])
+        else:
+            metrics.on_requests(key, outcome, seconds, inference)
+        for took, timed in rows:
+            requests.labels(key[0], str(key[1]), outcome).inc()
+            latency.labels(key[0], str(key[1])).observe(took)
+            if timed is not None:
+                inside.labels(key[0], str(key[1])).observe(timed)
+
+    assert request_lines(metrics.render().decode()) == request_lines(
+        generate_latest(reference).decode())

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -121,8 +122,9 @@ class LoadedModel:
     removed: bool = False
     unloaded: bool = False
 
-    @property
+    @functools.cached_property
     def key(self) -> Key:
+        """(model, version): the same for the entry's life (every request asks for it)."""
         return (self.version.model, self.version.number)
 
 

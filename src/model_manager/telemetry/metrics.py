@@ -10,16 +10,25 @@ scraping worker alone, at scrape time.
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from model_manager.types import VersionKey
 
@@ -96,14 +105,21 @@ class Metrics:
                                   multiprocess_mode="livesum", registry=self.registry)
         self.loaded_models = Gauge("model_manager_loaded_models", "Versions loaded now.",
                                    multiprocess_mode="livesum", registry=self.registry)
-        self.requests = Counter("model_manager_requests", "Predictions, by outcome.",
-                                [*labels, "outcome"], registry=self.registry)
-        self.request_seconds = Histogram("model_manager_request_seconds",
-                                         "Prediction latency as the server sees it.", labels,
-                                         buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.inference_seconds = Histogram("model_manager_inference_seconds",
-                                           "Time inside the model's runtime.", labels,
-                                           buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.takes_batches = not self._multiprocess
+        """Whether successful requests may come in batches (``on_requests``), counted when
+        scraped. With several workers, each request is written to the shared files at once:
+        whichever worker answers a scrape reads them."""
+        self._counted: _RequestCounts | None = None
+        if self.takes_batches:
+            self._counted = _RequestCounts()
+            self.registry.register(self._counted)
+        else:
+            self.requests = Counter(_REQUESTS[0], _REQUESTS[1], [*labels, "outcome"],
+                                    registry=self.registry)
+            self.request_seconds = Histogram(*_REQUEST_SECONDS, labelnames=labels,
+                                             buckets=_LATENCY_BUCKETS, registry=self.registry)
+            self.inference_seconds = Histogram(*_INFERENCE_SECONDS, labelnames=labels,
+                                               buckets=_LATENCY_BUCKETS, registry=self.registry)
         self._requests: dict[tuple[VersionKey, str], Counter] = {}
         self._latency: dict[VersionKey, Histogram] = {}
         self._inference: dict[VersionKey, Histogram] = {}
@@ -232,8 +248,26 @@ class Metrics:
         if self._device_sizes is not None:
             self.device_process.set(self._device_held())
 
+    def settle_before_scrape(self, settle: Callable[[], None]) -> None:
+        """Call ``settle`` before each scrape: it hands over the requests it holds back."""
+        if self._counted is not None:
+            self._counted.before_scrape = settle
+
+    def on_requests(self, key: VersionKey, outcome: str, seconds: Sequence[float],
+                    inference: Sequence[float | None]) -> None:
+        """Requests of one version and outcome, at once: the i-th took ``seconds[i]``,
+        ``inference[i]`` of them in the model (None: not timed)."""
+        if self._counted is not None:
+            self._counted.add(key, outcome, seconds, inference)
+            return
+        for took, inside in zip(seconds, inference, strict=True):
+            self.on_request(key, outcome, took, inside)
+
     def on_request(self, key: VersionKey, outcome: str, seconds: float,
                    inference: float | None) -> None:
+        if self._counted is not None:
+            self._counted.add(key, outcome, (seconds,), (inference,))
+            return
         # The labelled series are looked up once per version (and outcome), not per request:
         # ``labels()`` costs more than the observation. None of them is ever removed.
         requests = self._requests.get((key, outcome))
@@ -277,6 +311,100 @@ class Metrics:
         if reason == "evicted":
             self.evictions.labels(key[0], str(key[1])).inc()
         self._publish_cache()
+
+
+_REQUESTS = ("model_manager_requests", "Predictions, by outcome.")
+_REQUEST_SECONDS = ("model_manager_request_seconds", "Prediction latency as the server sees it.")
+_INFERENCE_SECONDS = ("model_manager_inference_seconds", "Time inside the model's runtime.")
+_LATENCY_BOUNDS = np.array(_LATENCY_BUCKETS)
+_LE = [*(floatToGoString(b) for b in _LATENCY_BUCKETS), "+Inf"]  # type: ignore[no-untyped-call]
+
+
+class _Times:
+    """One version's latency histogram: counts per bucket (the last one past every bound), sum,
+    and when it was made."""
+
+    __slots__ = ("buckets", "created", "total")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(_LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+        self.created = time.time()
+
+    def add(self, seconds: Sequence[float]) -> None:
+        if len(seconds) == 1:  # (a failed request comes alone: no array for it)
+            self.buckets[bisect.bisect_left(_LATENCY_BUCKETS, seconds[0])] += 1
+        elif seconds:
+            found = np.bincount(np.searchsorted(_LATENCY_BOUNDS, seconds, side="left"),
+                                minlength=len(self.buckets))
+            for index in np.flatnonzero(found).tolist():
+                self.buckets[index] += int(found[index])
+        total = self.total
+        for took in seconds:  # one by one, as observations add up: the same sum to the last bit
+            total += took
+        self.total = total
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        counted, running = [], 0
+        for le, n in zip(_LE, self.buckets, strict=True):
+            running += n
+            counted.append((le, float(running)))
+        return counted
+
+
+class _RequestCounts:
+    """``model_manager_requests``, ``..._request_seconds`` and ``..._inference_seconds`` of a
+    single-process server, kept as plain counts that a scrape turns into the samples
+    prometheus_client's Counter and Histograms would write. The usage recorder hands over each
+    version's successful requests in batches, so a request costs no lock and no bucket search
+    of its own; ``before_scrape`` hands over what it still holds."""
+
+    def __init__(self) -> None:
+        self.before_scrape: Callable[[], None] = lambda: None
+        self._lock = threading.Lock()  # batches come from any thread; scrapes from a thread
+        self._requests: dict[tuple[VersionKey, str], list[float]] = {}
+        """(version, outcome) -> [requests, created]."""
+        self._latency: dict[VersionKey, _Times] = {}
+        self._inference: dict[VersionKey, _Times] = {}
+
+    def add(self, key: VersionKey, outcome: str, seconds: Sequence[float],
+            inference: Sequence[float | None]) -> None:
+        timed = [s for s in inference if s is not None]
+        with self._lock:
+            counted = self._requests.get((key, outcome))
+            if counted is None:
+                counted = self._requests[key, outcome] = [0, time.time()]
+            counted[0] += len(seconds)
+            self._times(self._latency, key).add(seconds)
+            if timed:
+                self._times(self._inference, key).add(timed)
+
+    @staticmethod
+    def _times(histograms: dict[VersionKey, _Times], key: VersionKey) -> _Times:
+        found = histograms.get(key)
+        if found is None:
+            found = histograms[key] = _Times()
+        return found
+
+    def collect(self) -> Iterator[Metric]:
+        self.before_scrape()
+        with self._lock:
+            requests = CounterMetricFamily(*_REQUESTS, labels=["model", "version", "outcome"])
+            for (key, outcome), (n, created) in self._requests.items():
+                requests.add_metric([key[0], str(key[1]), outcome], n, created=created)
+            yield requests
+            for (name, documentation), histograms in ((_REQUEST_SECONDS, self._latency),
+                                                      (_INFERENCE_SECONDS, self._inference)):
+                family = HistogramMetricFamily(name, documentation, labels=["model", "version"])
+                for key, times in histograms.items():
+                    labels = [key[0], str(key[1])]
+                    family.add_metric(labels, times.cumulative(), times.total)
+                    family.add_sample(f"{name}_created", {"model": labels[0], "version": labels[1]},
+                                      times.created)
+                yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # (the registry then need not call collect to learn the names)
 
 
 class _RegistryHealth:

@@ -1,8 +1,9 @@
 """``UsageRecorder``: every prediction counted in memory, flushed to the registry in daily buckets.
 
-A successful prediction costs the hot path one append to a queue (and Prometheus): the counts
-take what it holds whenever they are read or flushed, so every reader sees every request that
-ended before it asked. A failed one is counted at once. A background task calls ``flush``
+A successful prediction costs the hot path one append to a queue: the counts (and, in a
+single-process server, the Prometheus request metrics) take what it holds whenever they are read,
+scraped or flushed, so every reader sees every request that ended before it asked. A failed one
+is counted at once. A background task calls ``flush``
 every few seconds and at shutdown, so a crash loses at most one flush interval. While the registry
 is unreachable the counts wait in memory and are written, once, when it is back (``Outbox``); they
 are bounded by the versions and days counted, not by the requests. A sliding window
@@ -137,6 +138,7 @@ class UsageRecorder:
         self._day: tuple[int, date] = (-1, date.min)
         self._unsettled: dict[VersionKey, collections.deque[tuple[float, float | None, float]]] = {}
         """Each version's successful requests not yet in the counts (``_settle``)."""
+        metrics.settle_before_scrape(self._settled)
 
     def last_error(self, key: VersionKey, outcome: str | None = None) -> str | None:
         """The message of the version's latest server-side error (of one kind, if given)."""
@@ -160,16 +162,22 @@ class UsageRecorder:
             if len(unsettled) >= _SETTLE_AT:
                 with self._lock:
                     self._settle()
-        else:
-            with self._lock:
-                self._settle()  # the window keeps the order requests ended in
-                self._add(key, outcome, seconds, inference, at)
-                if outcome not in NOT_THE_MODELS:
-                    self._last_errors.setdefault(key, {})[outcome] = detail or outcome
-                    self._last_errors[key]["*"] = detail or outcome
+            if not self._metrics.takes_batches:  # several workers: the shared files, at once
+                self._metrics.on_request(key, outcome, seconds, inference)
+            return
+        with self._lock:
+            self._settle()  # the window keeps the order requests ended in
+            self._add(key, outcome, seconds, inference, at)
+            if outcome not in NOT_THE_MODELS:
+                self._last_errors.setdefault(key, {})[outcome] = detail or outcome
+                self._last_errors[key]["*"] = detail or outcome
         self._metrics.on_request(key, outcome, seconds, inference)
         if outcome not in NOT_THE_MODELS:
             self._check_burst(key, at)
+
+    def _settled(self) -> None:
+        with self._lock:
+            self._settle()
 
     def _settle(self) -> None:
         """Add the successful requests recorded since the last call to the counts, a version's
@@ -191,6 +199,8 @@ class UsageRecorder:
                                 [at[i] for i in picked])
             self._window(key).extend(zip(at, seconds, itertools.repeat("ok")))
             self._recent.add_many(key, "ok", seconds, inference, at)
+            if self._metrics.takes_batches:
+                self._metrics.on_requests(key, "ok", seconds, inference)
 
     def _add(self, key: VersionKey, outcome: str, seconds: float, inference: float | None,
              at: float) -> None:
