@@ -82,7 +82,7 @@ def test_encode_binary_bytes_and_json_outputs() -> None:
         InferOutput("score", "FP32", np.array([0.5, 0.25], dtype=np.float32))), id="r1")
     request = InferenceRequest((), (RequestedOutput("label", binary=True), RequestedOutput("score")))
     body, headers = encode_response(response, request)
-    length = int(headers["inference-header-content-length"])
+    length = int(dict(headers)[b"inference-header-content-length"])
     header = json.loads(body[:length])
     assert header["model_version"] == "3" and header["id"] == "r1"
     assert header["outputs"][1] == {"name": "score", "datatype": "FP32", "shape": [2],
@@ -93,7 +93,7 @@ def test_encode_binary_bytes_and_json_outputs() -> None:
 def test_all_json_response_has_no_binary_header() -> None:
     response = InferenceResponse("m", 1, (InferOutput("y", "INT64", np.array([[1, 2]])),))
     body, headers = encode_response(response, InferenceRequest(()))
-    assert headers == {"content-type": "application/json"}
+    assert headers == [(b"content-type", b"application/json")]
     assert json.loads(body)["outputs"][0]["shape"] == [1, 2]
 
 

@@ -77,8 +77,9 @@ def decode_request(body: bytes, header_length: str | None,
 
 
 def encode_response(response: InferenceResponse,
-                    request: InferenceRequest) -> tuple[bytes, dict[str, str]]:
-    """The response body and its headers; binary where the request asked for it."""
+                    request: InferenceRequest) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The response body and its headers (as ASGI sends them, but the length); binary where the
+    request asked for it."""
     default = bool(request.parameters.get("binary_data_output", False))
     wanted = {o.name: o.binary for o in request.outputs}
     doc: dict[str, Any] = {"model_name": response.model_name,
@@ -93,8 +94,9 @@ def encode_response(response: InferenceResponse,
         doc["outputs"].append(_encode_output(output, default if binary is None else binary, chunks))
     header = dump_json(doc, response.outputs)
     if not chunks:
-        return header, {"content-type": "application/json"}
-    headers = {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+        return header, [(b"content-type", b"application/json")]
+    headers = [(b"content-type", b"application/octet-stream"),
+               (HEADER_LENGTH.encode(), str(len(header)).encode())]
     return b"".join([header, *chunks]), headers
 
 

@@ -51,13 +51,13 @@ class InferEndpoint:
 
     async def _infer(self, scope: Scope, receive: Receive, name: str,
                      version: str | None) -> tuple[int, bytes, list[tuple[bytes, bytes]], ShadowJob | None]:
-        raw = await _read_body(receive, scope, self._limit)
-        header_length, routing_key = _headers(scope)
+        content_length, header_length, routing_key = _headers(scope)
+        raw = await _read_body(receive, content_length, self._limit)
         request, result, job = await self._router.predict(
             name, version, lambda: _decoded(scope, raw, header_length, self._limits),
             routing_key=routing_key)
         body, headers = encode_response(result, request)
-        return 200, body, [(k.encode(), v.encode()) for k, v in headers.items()], job
+        return 200, body, headers, job
 
 
 def _decoded(scope: Scope, raw: bytes, header_length: str | None,
@@ -88,10 +88,10 @@ def _infer_target(path: str) -> tuple[str, str | None] | None:
     return None
 
 
-async def _read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
-    for key, value in scope["headers"]:
-        if key == b"content-length" and value.isdigit() and (len(value) > 18 or int(value) > limit):
-            raise errors.TooLarge(too_large_message(limit, "--max-request-size"))
+async def _read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
+    if content_length is not None and content_length.isdigit() and (
+            len(content_length) > 18 or int(content_length) > limit):
+        raise errors.TooLarge(too_large_message(limit, "--max-request-size"))
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -106,14 +106,21 @@ async def _read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def _headers(scope: Scope) -> tuple[str | None, str | None]:
-    header_length = routing_key = None
+_HEADER_LENGTH = HEADER_LENGTH.encode()
+
+
+def _headers(scope: Scope) -> tuple[bytes | None, str | None, str | None]:
+    """Content-Length, Inference-Header-Content-Length and X-Routing-Key, in one pass (the
+    last of each, if sent twice; the HTTP parser refuses two Content-Lengths)."""
+    content_length = header_length = routing_key = None
     for key, value in scope["headers"]:
-        if key == HEADER_LENGTH.encode():
+        if key == b"content-length":
+            content_length = value
+        elif key == _HEADER_LENGTH:
             header_length = value.decode("latin-1")
         elif key == b"x-routing-key":
             routing_key = value.decode("latin-1")
-    return header_length, routing_key
+    return content_length, header_length, routing_key
 
 
 def _domain_error(scope: Scope, exc: errors.ModelManagerError
