@@ -225,15 +225,36 @@ class ModelCache:
         unloaded under the block."""
         return Held(self, version)
 
-    async def _hold(self, version: VersionRecord) -> LoadedModel:
-        entry = self._entries.get((version.model, version.number))  # loaded: no trip to load()
-        while entry is None or entry.removed:  # removed: evicted between its load and our turn
-            entry = await self.load(version)
+    def _hold_loaded(self, version: VersionRecord) -> LoadedModel | None:
+        """The version held, if it is loaded (no wait); else None."""
+        entry = self._entries.get((version.model, version.number))
+        if entry is None or entry.removed:
+            return None
         entry.in_flight += 1
         entry.last_used = self._clock()
         return entry
 
+    async def _hold(self, version: VersionRecord) -> LoadedModel:
+        """The version held, once loaded."""
+        while True:
+            await self.load(version)
+            held = self._hold_loaded(version)
+            if held is not None:  # else evicted between its load and this request's turn
+                return held
+
+    def _release_now(self, entry: LoadedModel, exc: BaseException | None) -> bool:
+        """Release ``entry`` unless that needs a wait (a crash to handle, an unload to finish):
+        whether it did."""
+        if isinstance(exc, ModelCrashed) or (entry.removed and entry.in_flight == 1):
+            return False
+        entry.in_flight -= 1
+        entry.last_used = self._clock()
+        if entry.in_flight == 0:
+            self._notify()
+        return True
+
     async def _release(self, entry: LoadedModel, exc: BaseException | None) -> None:
+        """Release ``entry`` when ``_release_now`` could not."""
         try:
             if isinstance(exc, ModelCrashed):
                 await self._crashed(entry, exc)
@@ -557,9 +578,12 @@ class Held:
         self._entry: LoadedModel  # set on entering
 
     async def __aenter__(self) -> LoadedModel:
-        self._entry = await self._cache._hold(self._version)
+        # Most requests find their model loaded: held without awaiting another coroutine.
+        self._entry = (self._cache._hold_loaded(self._version)
+                       or await self._cache._hold(self._version))
         return self._entry
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         traceback: object) -> None:
-        await self._cache._release(self._entry, exc)
+        if not self._cache._release_now(self._entry, exc):
+            await self._cache._release(self._entry, exc)

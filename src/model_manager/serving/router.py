@@ -83,7 +83,8 @@ class PredictionRouter:
         or the request's sticky-key parameter, else at random by weight; the body is then parsed
         first, as the key may be in it. The shadow job, if the policy samples any shadow, is
         for the caller to ``dispatch`` once the response is sent."""
-        version, request, routes = await self._route(name, ref, decode, routing_key)
+        known = self._routes.get_known(name) or await self._routes.get(name)
+        version, request, routes = self._route(known, name, ref, decode, routing_key)
         with self._usage.track((name, version.number)) as tracking:
             self._admit(name)
             try:
@@ -93,7 +94,9 @@ class PredictionRouter:
                     inputs = check_inputs(signature, request,
                                           model.version.metadata.get(ALLOW_NON_FINITE) is True)
                     names = select_outputs(signature, request)
-                    results = await self._run(model, inputs, names, tracking)
+                    results = self._run_inline(model, inputs, names, tracking)
+                    if results is None:
+                        results = await self._run(model, inputs, names, tracking)
                 outputs = self._checked(model, names, results, tracking)
             finally:
                 self._in_progress[name] -= 1
@@ -132,11 +135,10 @@ class PredictionRouter:
         else:
             self._shadows.submit(job)
 
-    async def _route(self, name: str, ref: str | None, decode: Callable[[], InferenceRequest],
-                     routing_key: str | None
-                     ) -> tuple[VersionRecord, InferenceRequest | None, ModelRoutes | None]:
+    def _route(self, routes: ModelRoutes, name: str, ref: str | None,
+               decode: Callable[[], InferenceRequest], routing_key: str | None
+               ) -> tuple[VersionRecord, InferenceRequest | None, ModelRoutes | None]:
         """The version to serve; with the model's routes when its traffic policy chose it."""
-        routes = await self._routes.get(name)
         policy = None if ref else routes.policy
         if policy is None:
             return _servable(routes, name, ref), None, None
@@ -145,21 +147,34 @@ class PredictionRouter:
         chosen = policy.choose(None if key is None else str(key))
         return _servable(routes, name, str(chosen)), request, routes
 
-    async def _run(self, model: LoadedModel, inputs: Tensors, names: Sequence[str],
-                   tracking: Tracking) -> dict[str, Array]:
-        """Run the model: on the event loop when it is known to take microseconds (a trip to a
-        worker thread would cost more than the prediction; ``Placement`` decides), else in a
-        worker thread, bounded per version, with the prediction timeout."""
+    def _run_inline(self, model: LoadedModel, inputs: Tensors, names: Sequence[str],
+                    tracking: Tracking) -> dict[str, Array] | None:
+        """Run the model on the event loop when it is known to take microseconds (a trip to a
+        worker thread would cost more than the prediction; ``Placement`` decides) and nothing
+        else is asked of it; None: it is for ``_run``."""
+        placement = self._placement(model)
+        if not placement.inline or self._batcher(model) is not None \
+                or _elements(inputs) > INLINE_MAX_ELEMENTS or is_out_of_process(model.runtime):
+            return None
+        results, seconds = _timed(model.runtime, inputs, names)
+        placement.ran_inline(seconds)
+        tracking.inference = seconds
+        return results
+
+    def _placement(self, model: LoadedModel) -> Placement:
         placement = self._placements.get(model.key)
         if placement is None:
             placement = self._placements[model.key] = Placement()
+        return placement
+
+    async def _run(self, model: LoadedModel, inputs: Tensors, names: Sequence[str],
+                   tracking: Tracking) -> dict[str, Array]:
+        """Run the model that ``_run_inline`` did not: batched, awaited in its own process, or
+        in a worker thread, bounded per version, with the prediction timeout."""
+        placement = self._placement(model)
         batcher = self._batcher(model)
         if batcher is not None:
             results, seconds = await batcher.predict(inputs, names)
-        elif placement.inline and _elements(inputs) <= INLINE_MAX_ELEMENTS \
-                and not is_out_of_process(model.runtime):
-            results, seconds = _timed(model.runtime, inputs, names)
-            placement.ran_inline(seconds)
         elif (predict_async := getattr(model.runtime, "predict_async", None)) is not None:
             results, seconds = await self._awaited(model, predict_async, inputs, names)
         else:

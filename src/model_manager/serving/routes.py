@@ -68,22 +68,34 @@ class RouteTable:
     async def get(self, name: str) -> ModelRoutes:
         """The model's routes; raises NotFound for an unknown model, Unreachable for a model
         not read yet while the registry is unreachable."""
+        return self.get_known(name) or await self._read_now(name)
+
+    def get_known(self, name: str) -> ModelRoutes | None:
+        """``get``'s answer when it needs no read first (the routes this server holds, fresh
+        or being re-read in the background), else None: every request asks, and most need no
+        wait. Raises as ``get`` does."""
         entry = self._entries.get(name)
-        if self._failed_lately(name):
+        if self._failures and self._failed_lately(name):
             if entry is None:
                 raise Unreachable(f"the registry is unreachable and model {name[:80]!r} was not "
                                   f"read yet by this server; retry shortly")
             return entry
-        if entry is None:
-            return await asyncio.shield(self._start(name))
-        if entry.generation != self._registry.generation:
-            try:
-                return await asyncio.shield(self._start(name))
-            except Unreachable:
-                return entry
+        if entry is None or entry.generation != self._registry.generation:
+            return None
         if self._clock() - entry.read_at > self._ttl:
             self._start(name)
         return entry
+
+    async def _read_now(self, name: str) -> ModelRoutes:
+        """The model's routes read from the registry; the ones held, if any, when it is
+        unreachable."""
+        entry = self._entries.get(name)
+        try:
+            return await asyncio.shield(self._start(name))
+        except Unreachable:
+            if entry is None:
+                raise
+            return entry
 
     def _failed_lately(self, name: str) -> bool:
         """Whether a read failed within ``ttl`` and nothing changed here since."""
