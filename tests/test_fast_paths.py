@@ -6,6 +6,8 @@
   output is not all finite: same outputs, same violations.
 - Shapes are compared by a loop rather than a generator: same verdicts. A request's shape is
   checked by a loop on exact types: it takes the same shapes as the general rule.
+- A small float tensor is found finite by its sum as Python floats before ``isfinite().all()``
+  is asked: the same verdicts, overflowing sums included.
 - Output data of 64-bit floats, integers and booleans goes to orjson as the array itself, not
   as a list: the same bytes on the wire.
 """
@@ -27,7 +29,13 @@ from model_manager.errors import InvalidInput, InvalidOutput
 from model_manager.runtimes import Signature, TensorSpec
 from model_manager.runtimes.signature import DATATYPES
 from model_manager.serving import InferenceRequest, InferenceResponse, InferInput, InferOutput
-from model_manager.serving.validation import OutputRules, Violation, _fits, check_outputs
+from model_manager.serving.validation import (
+    OutputRules,
+    Violation,
+    _fits,
+    all_finite,
+    check_outputs,
+)
 
 FLOATS = ("FP16", "FP32", "FP64")
 NUMBERS = st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
@@ -157,6 +165,24 @@ def test_request_shapes_are_taken_as_the_general_rule(shape: Any) -> None:
     except InvalidInput:
         taken = False
     assert taken == general
+
+
+@given(dtype=st.sampled_from(["float16", "float32", "float64", "complex64"]),
+       values=st.lists(st.one_of(st.floats(-1e4, 1e4),
+                                 st.sampled_from([1e308, -1e308, 65504.0, 3e38])),
+                       max_size=40),
+       bad=st.one_of(st.none(), st.tuples(st.sampled_from([math.nan, math.inf, -math.inf]),
+                                          st.integers(0, 40))),
+       columns=st.integers(1, 4))
+def test_finiteness_is_found_as_isfinite_finds_it(dtype: str, values: list[float],
+                                                  bad: tuple[float, int] | None,
+                                                  columns: int) -> None:
+    if bad is not None:
+        values.insert(bad[1], bad[0])
+    with np.errstate(over="ignore"):  # 1e308 in float16 is infinite: a case, not a failure
+        array = np.array(values, dtype=dtype)
+    array = array[:len(array) - len(array) % columns].reshape(-1, columns)
+    assert all_finite(array) == bool(np.isfinite(array).all())
 
 
 def listed_body(outputs: tuple[InferOutput, ...]) -> bytes:

@@ -28,6 +28,7 @@ from model_manager.serving.inference import (
     InferOutput,
     RequestedOutput,
 )
+from model_manager.serving.validation import all_finite
 from model_manager.sizes import human_size
 from model_manager.types import Array
 
@@ -105,7 +106,7 @@ def dump_json(doc: dict[str, Any], outputs: tuple[InferOutput, ...]) -> bytes:
     library does (``NaN``, ``Infinity``), which clients' JSON parsers accept and orjson would
     turn into null."""
     finite = all(o.finite if o.finite is not None
-                 else o.data.dtype.kind != "f" or bool(np.isfinite(o.data).all()) for o in outputs)
+                 else o.data.dtype.kind != "f" or all_finite(o.data) for o in outputs)
     if finite:
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     return json.dumps(doc, separators=(",", ":"), default=_listed).encode()
