@@ -244,6 +244,20 @@ def test_requests_either_side_of_midnight_count_on_their_own_days(recorder: Usag
     assert recorder.window(KEY, 60).requests == 6
 
 
+def test_requests_on_three_days_before_any_read_count_on_each(recorder: UsageRecorder,
+                                                               clock: Clock) -> None:
+    """A clock moved forward twice (``--clock-file``) before anything reads the counts."""
+    start = clock.now
+    for shift, n in ((0, 1), (86400, 2), (2 * 86400, 3)):
+        clock.now = start + shift
+        record(recorder, n)
+
+    usage = recorder.usage("iris", days=5)[1]
+
+    assert [usage[datetime.fromtimestamp(start + shift, UTC).date()].requests
+            for shift in (0, 86400, 2 * 86400)] == [1, 2, 3]
+
+
 def test_two_flushes_add_up_in_the_same_day_row(recorder: UsageRecorder, store: UsageStore,
                                                 clock: Clock) -> None:
     first_at = clock.now

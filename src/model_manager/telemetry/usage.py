@@ -188,27 +188,31 @@ class UsageRecorder:
             if not rows:
                 continue
             seconds, inference, at = (list(column) for column in zip(*rows, strict=True))
-            days = {self._day_of(min(at)), self._day_of(max(at))}
-            for day in days:
-                picked = range(len(at)) if len(days) == 1 else [
-                    i for i, when in enumerate(at) if self._day_of(when) == day]
-                counts = self._pending.get((key[0], key[1], day))
-                if counts is None:
-                    counts = self._pending[key[0], key[1], day] = UsageCounts()
-                counts.add_many("ok", [seconds[i] for i in picked], [inference[i] for i in picked],
-                                [at[i] for i in picked])
+            first, last = self._day_of(min(at)), self._day_of(max(at))
+            if first == last:  # as a batch almost always is: one day
+                self._pending_counts(key, first).add_many("ok", seconds, inference, at)
+            else:
+                by_day: dict[date, list[int]] = {}
+                for i, when in enumerate(at):
+                    by_day.setdefault(self._day_of(when), []).append(i)
+                for day, picked in by_day.items():
+                    self._pending_counts(key, day).add_many(
+                        "ok", [seconds[i] for i in picked], [inference[i] for i in picked],
+                        [at[i] for i in picked])
             self._window(key).extend(zip(at, seconds, itertools.repeat("ok")))
             self._recent.add_many(key, "ok", seconds, inference, at)
             if self._metrics.takes_batches:
                 self._metrics.on_requests(key, "ok", seconds, inference)
 
-    def _add(self, key: VersionKey, outcome: str, seconds: float, inference: float | None,
-             at: float) -> None:
-        day = self._day_of(at)
+    def _pending_counts(self, key: VersionKey, day: date) -> UsageCounts:
         counts = self._pending.get((key[0], key[1], day))
         if counts is None:
             counts = self._pending[key[0], key[1], day] = UsageCounts()
-        counts.add(outcome, seconds, inference, at)
+        return counts
+
+    def _add(self, key: VersionKey, outcome: str, seconds: float, inference: float | None,
+             at: float) -> None:
+        self._pending_counts(key, self._day_of(at)).add(outcome, seconds, inference, at)
         self._window(key).append((at, seconds, outcome))
         self._recent.add(key, outcome, seconds, inference, at)
 
