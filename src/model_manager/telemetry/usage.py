@@ -37,8 +37,10 @@ from model_manager.types import VersionKey
 log = logging.getLogger(__name__)
 
 _WINDOW_CAP = 20_000
-_SETTLE_AT = 1024
-"""Successful requests recorded before they are added to the counts without waiting for a read."""
+_SETTLE_AT = 512
+"""A version's successful requests recorded before they are added to the counts without waiting
+for a read: about 0.25 ms of work, short enough not to stand out in the tail of the requests
+that wait for it."""
 _BURST_ERRORS = 10
 _BURST_SECONDS = 60.0
 
