@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date
+from typing import Any, TypeVar
 
 import numpy as np
 
 OUTCOMES = ("ok", "bad_input", "runtime_error", "timeout", "invalid_output", "overloaded",
             "unavailable")
 ERROR_KINDS = OUTCOMES[1:]
+P = TypeVar("P", int, date)
 
 
 def _bounds(low: float = 1e-4, high: float = 60.0, factor: float = 1.25) -> tuple[float, ...]:
@@ -30,21 +32,39 @@ BOUNDS = _bounds()
 """Upper bounds in seconds of the latency buckets; one more bucket holds everything slower."""
 
 
-_BOUNDS_ARRAY = np.array(BOUNDS)
-
-
 def bucket_of(seconds: float) -> int:
     return bisect.bisect_left(BOUNDS, seconds)
 
 
-def _add_to_histogram(histogram: list[int], seconds: Sequence[float]) -> None:
-    """Count each of ``seconds`` in its bucket (``bucket_of``'s), all in one pass."""
-    if not seconds:
+def add_to_histogram(histogram: list[int], bounds: Sequence[float],
+                     seconds: Sequence[float]) -> None:
+    """Count each of ``seconds`` in its bucket of ``histogram``: the first whose upper bound in
+    ``bounds`` it does not pass, or the last, past every bound. Many at once take one search."""
+    if len(seconds) == 1:
+        histogram[bisect.bisect_left(bounds, seconds[0])] += 1
+    elif seconds:
+        found = np.bincount(np.searchsorted(bounds, seconds, side="left"),
+                            minlength=len(histogram))
+        for index in np.flatnonzero(found).tolist():
+            histogram[index] += int(found[index])
+
+
+def by_period(period_of: Callable[[float], P], seconds: list[float],
+              inference: list[float | None], at: list[float]
+              ) -> Iterator[tuple[P, list[float], list[float | None], list[float]]]:
+    """Requests (the i-th of each list is one, ended at ``at[i]``) split by ``period_of`` their
+    end, in period order. A batch of one period, as nearly every batch is, comes back as it is."""
+    first, last = period_of(min(at)), period_of(max(at))
+    if first == last:
+        yield first, seconds, inference, at
         return
-    found = np.bincount(np.searchsorted(_BOUNDS_ARRAY, seconds, side="left"),
-                        minlength=len(histogram))
-    for index in np.flatnonzero(found).tolist():
-        histogram[index] += int(found[index])
+    rows: dict[P, list[int]] = {}
+    for i, when in enumerate(at):
+        rows.setdefault(period_of(when), []).append(i)
+    for period in sorted(rows):
+        picked = rows[period]
+        yield (period, [seconds[i] for i in picked], [inference[i] for i in picked],
+               [at[i] for i in picked])
 
 
 def quantile(histogram: list[int], q: float) -> float | None:
@@ -90,8 +110,8 @@ class UsageCounts:
         ``inference[i]`` of them in the model, and ended at ``at[i]``."""
         self.requests += len(seconds)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + len(seconds)
-        _add_to_histogram(self.latency, seconds)
-        _add_to_histogram(self.inference, [s for s in inference if s is not None])
+        add_to_histogram(self.latency, BOUNDS, seconds)
+        add_to_histogram(self.inference, BOUNDS, [s for s in inference if s is not None])
         first, last = min(at), max(at)
         self.first_used = first if self.first_used is None else min(self.first_used, first)
         self.last_used = last if self.last_used is None else max(self.last_used, last)

@@ -10,14 +10,12 @@ scraping worker alone, at scrape time.
 
 from __future__ import annotations
 
-import bisect
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import (
@@ -30,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from model_manager.telemetry.counts import add_to_histogram
 from model_manager.types import VersionKey
 
 __all__ = ["CONTENT_TYPE", "MULTIPROC_DIR", "Metrics", "worker_exited"]
@@ -316,7 +315,6 @@ class Metrics:
 _REQUESTS = ("model_manager_requests", "Predictions, by outcome.")
 _REQUEST_SECONDS = ("model_manager_request_seconds", "Prediction latency as the server sees it.")
 _INFERENCE_SECONDS = ("model_manager_inference_seconds", "Time inside the model's runtime.")
-_LATENCY_BOUNDS = np.array(_LATENCY_BUCKETS)
 _LE = [*(floatToGoString(b) for b in _LATENCY_BUCKETS), "+Inf"]  # type: ignore[no-untyped-call]
 
 
@@ -332,13 +330,7 @@ class _Times:
         self.created = time.time()
 
     def add(self, seconds: Sequence[float]) -> None:
-        if len(seconds) == 1:  # (a failed request comes alone: no array for it)
-            self.buckets[bisect.bisect_left(_LATENCY_BUCKETS, seconds[0])] += 1
-        elif seconds:
-            found = np.bincount(np.searchsorted(_LATENCY_BOUNDS, seconds, side="left"),
-                                minlength=len(self.buckets))
-            for index in np.flatnonzero(found).tolist():
-                self.buckets[index] += int(found[index])
+        add_to_histogram(self.buckets, _LATENCY_BUCKETS, seconds)
         total = self.total
         for took in seconds:  # one by one, as observations add up: the same sum to the last bit
             total += took

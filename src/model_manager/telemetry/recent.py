@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from model_manager.clock import iso
-from model_manager.telemetry.counts import ERROR_KINDS, UsageCounts
+from model_manager.telemetry.counts import ERROR_KINDS, UsageCounts, by_period
 from model_manager.types import VersionKey
 
 
@@ -85,28 +85,15 @@ class RecentUsage:
     def add_many(self, key: VersionKey, outcome: str, seconds: list[float],
                  inference: list[float | None], at: list[float]) -> None:
         """``add`` for each request of one outcome at once (the i-th of each list is one)."""
-        first, last = int(min(at) // _MINUTE), int(max(at) // _MINUTE)
-        if first == last:  # as a batch usually is: one bucket
-            self._add_to_minute(key, first, outcome, seconds, inference, at)
-            return
-        rows: dict[int, list[int]] = {}
-        for i, when in enumerate(at):
-            rows.setdefault(int(when // _MINUTE), []).append(i)
-        for minute in sorted(rows):
-            picked = rows[minute]
-            self._add_to_minute(key, minute, outcome, [seconds[i] for i in picked],
-                                [inference[i] for i in picked], [at[i] for i in picked])
-
-    def _add_to_minute(self, key: VersionKey, minute: int, outcome: str, seconds: list[float],
-                       inference: list[float | None], at: list[float]) -> None:
         minutes = self._minutes.get(key)
         if minutes is None:
             minutes = self._minutes[key] = {}
-        counts = minutes.get(minute)
-        if counts is None:
-            counts = minutes[minute] = UsageCounts()
-            self._roll_up(key, max(at))
-        counts.add_many(outcome, seconds, inference, at)
+        for minute, took, inside, ended in by_period(_minute_of, seconds, inference, at):
+            counts = minutes.get(minute)
+            if counts is None:
+                counts = minutes[minute] = UsageCounts()
+                self._roll_up(key, max(ended))
+            counts.add_many(outcome, took, inside, ended)
 
     def series(self, key: VersionKey, span: str, now: float) -> Series:
         """Copies of the version's buckets in the span that ends at ``now``."""
@@ -161,6 +148,10 @@ class RecentUsage:
             hours.setdefault(minute * _MINUTE // _HOUR, UsageCounts()).merge(minutes.pop(minute))
         for hour in [h for h in hours if h < first_hour]:
             del hours[hour]
+
+
+def _minute_of(at: float) -> int:
+    return int(at // _MINUTE)
 
 
 def total(series: Series) -> UsageCounts:

@@ -26,7 +26,7 @@ from typing import Any
 
 from model_manager import errors
 from model_manager.clock import iso
-from model_manager.telemetry.counts import ERROR_KINDS, UsageCounts
+from model_manager.telemetry.counts import ERROR_KINDS, UsageCounts, by_period
 from model_manager.telemetry.events import EventLog
 from model_manager.telemetry.metrics import Metrics
 from model_manager.telemetry.outbox import Outbox
@@ -190,17 +190,8 @@ class UsageRecorder:
             if not rows:
                 continue
             seconds, inference, at = (list(column) for column in zip(*rows, strict=True))
-            first, last = self._day_of(min(at)), self._day_of(max(at))
-            if first == last:  # as a batch almost always is: one day
-                self._pending_counts(key, first).add_many("ok", seconds, inference, at)
-            else:
-                by_day: dict[date, list[int]] = {}
-                for i, when in enumerate(at):
-                    by_day.setdefault(self._day_of(when), []).append(i)
-                for day, picked in by_day.items():
-                    self._pending_counts(key, day).add_many(
-                        "ok", [seconds[i] for i in picked], [inference[i] for i in picked],
-                        [at[i] for i in picked])
+            for day, took, inside, ended in by_period(self._day_of, seconds, inference, at):
+                self._pending_counts(key, day).add_many("ok", took, inside, ended)
             self._window(key).extend(zip(at, seconds, itertools.repeat("ok")))
             self._recent.add_many(key, "ok", seconds, inference, at)
             if self._metrics.takes_batches:
