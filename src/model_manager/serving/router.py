@@ -83,7 +83,7 @@ class PredictionRouter:
         or the request's sticky-key parameter, else at random by weight; the body is then parsed
         first, as the key may be in it. The shadow job, if the policy samples any shadow, is
         for the caller to ``dispatch`` once the response is sent."""
-        known = self._routes.get_known(name) or await self._routes.get(name)
+        known = self._routes.get_known(name) or await self._routes.read(name)
         version, request, routes = self._route(known, name, ref, decode, routing_key)
         with self._usage.track((name, version.number)) as tracking:
             self._admit(name)

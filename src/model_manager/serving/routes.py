@@ -68,12 +68,12 @@ class RouteTable:
     async def get(self, name: str) -> ModelRoutes:
         """The model's routes; raises NotFound for an unknown model, Unreachable for a model
         not read yet while the registry is unreachable."""
-        return self.get_known(name) or await self._read_now(name)
+        return self.get_known(name) or await self.read(name)
 
     def get_known(self, name: str) -> ModelRoutes | None:
         """``get``'s answer when it needs no read first (the routes this server holds, fresh
         or being re-read in the background), else None: every request asks, and most need no
-        wait. Raises as ``get`` does."""
+        wait (``read`` then gives the others). Raises as ``get`` does."""
         entry = self._entries.get(name)
         if self._failures and self._failed_lately(name):
             if entry is None:
@@ -86,7 +86,7 @@ class RouteTable:
             self._start(name)
         return entry
 
-    async def _read_now(self, name: str) -> ModelRoutes:
+    async def read(self, name: str) -> ModelRoutes:
         """The model's routes read from the registry; the ones held, if any, when it is
         unreachable."""
         entry = self._entries.get(name)
