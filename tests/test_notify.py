@@ -1,15 +1,18 @@
 """The notifier's gathering with a real SQLite registry: which lifecycle events become which
-notifications, health changes into unhealthy, degraded and recovered, and the cooldown kept
-across two replicas sharing the registry."""
+notifications, health changes into unhealthy, degraded and recovered, the cooldown kept
+across two replicas sharing the registry, and when delivery looks for due messages."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from model_manager import notify
 from model_manager.notify import HealthWatch, Notifier
 from model_manager.registry import Registry, VersionRecord
 from model_manager.runtimes import Signature
@@ -99,3 +102,50 @@ def test_the_cooldown_holds_across_replicas(registry: Registry, settings: Settin
     log = first.log("watched")
     assert [(n["event"], n["status"], n["reason"]) for n in log] == [
         ("unhealthy", "pending", "probe failed")]
+
+
+def test_due_messages_are_looked_for_when_there_is_reason_to(registry: Registry,
+                                                              settings: SettingsCache) -> None:
+    """An idle notifier does not query the registry every round: it looks after writing, when
+    a retry of its own comes due, and every LOOK_EVERY for messages another replica left."""
+    now = [1_000_000.0]
+    registry.clock = lambda: now[0]
+    notifier = Notifier(registry, settings, "r1", "http://server", clock=registry.clock, retry=5.0)
+    other = Notifier(registry, settings, "r2", "http://other", clock=registry.clock)
+    looks: list[str] = []
+
+    def count_looks(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM notifications" in statement and "next_attempt_at <=" in statement:
+            looks.append(statement)
+
+    sa.event.listen(registry.engine, "before_cursor_execute", count_looks)
+
+    def round_at(seconds: float) -> int:
+        now[0] = 1_000_000.0 + seconds
+        looks.clear()
+        asyncio.run(deliver_and_close(notifier))
+        return len(looks)
+
+    assert round_at(0) == 1  # the first round looks (an earlier run may have left some)
+    assert [round_at(s) for s in (1, 2, 9)] == [0, 0, 0]
+    other.notify("watched", 1, "unhealthy", "left by a replica that died before sending it")
+    other._write(list(other._inbox))
+    assert round_at(9.5) == 0
+    assert round_at(notify.LOOK_EVERY) >= 1  # found: sent (refused by the hook), retry in 5 s
+    [row] = notifier.log("watched")
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    assert [round_at(notify.LOOK_EVERY + s) for s in (1, 2, 3, 4)] == [0, 0, 0, 0]
+    assert round_at(notify.LOOK_EVERY + 5) >= 1  # its retry came due
+    assert notifier.log("watched")[0]["attempts"] == 2
+    notifier.notify("watched", 1, "crashed", "its own message")
+    assert round_at(notify.LOOK_EVERY + 6) >= 1  # written this round: looked for at once
+    assert {(r["event"], r["attempts"]) for r in notifier.log("watched")} == {
+        ("unhealthy", 2), ("crashed", 1)}
+
+
+async def deliver_and_close(notifier: Notifier) -> None:
+    try:
+        await notifier.deliver()
+    finally:
+        await notifier.close()
+        notifier._client = None

@@ -15,7 +15,8 @@ per cooldown (across replicas: the table is checked), so a flapping model floods
 
 Nothing here runs on the request path: ``notify`` appends to an in-memory inbox (any thread,
 no I/O), and ``deliver`` (periodic, on the event loop) writes, sends and updates; a receiver that
-hangs costs one ``SEND_TIMEOUT`` of a background task.
+hangs costs one ``SEND_TIMEOUT`` of a background task. ``deliver`` asks the registry for due
+messages only when it has reason to (``LOOK_EVERY``), not every round.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import heapq
 import hmac
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +52,12 @@ SEND_TIMEOUT = 5.0
 RETRY_FIRST = 10.0
 RETRY_MAX = 3600.0
 GIVE_UP_AFTER = 86400.0
+LOOK_EVERY = 10.0
+"""Seconds between looks in the registry for due messages this notifier has no word of: those
+another worker or replica (or an earlier run) claimed and never settled. Its own messages are
+looked for when it writes them and when their retry comes due, not every round."""
+DUE_BATCH = 100
+"""Due messages sent in one round at most."""
 INBOX_LIMIT = 10_000
 LOG_ROWS = 100
 
@@ -72,6 +81,10 @@ class Notifier:
         self._writing = 0
         self._last: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
+        self._look_at = -math.inf
+        """When the next look for others' due messages is (this notifier's clock)."""
+        self._retries: list[float] = []
+        """A heap of when this notifier's failed messages are next due."""
         self._client: httpx.AsyncClient | None = None
 
     # gathering (any thread, no I/O)
@@ -118,10 +131,32 @@ class Notifier:
                 await anyio.to_thread.run_sync(self._write, queued)
         finally:
             self._writing -= len(queued)
-        due = await anyio.to_thread.run_sync(self._due)
+        if not self._should_look(bool(queued)):
+            return
+        try:
+            due = await anyio.to_thread.run_sync(self._due)
+        except BaseException:
+            self._look_at = -math.inf  # the registry may be down: look again next round
+            raise
+        if len(due) == DUE_BATCH:
+            self._look_at = -math.inf  # there may be more: look again next round
         if due:
             results = await asyncio.gather(*(self._send(row) for row in due))
             await anyio.to_thread.run_sync(self._settle, list(zip(due, results, strict=True)))
+
+    def _should_look(self, wrote: bool) -> bool:
+        """Whether this round asks the registry for due messages: after writing some, when a
+        retry of this notifier's comes due, and every ``LOOK_EVERY`` for anyone else's. An
+        idle server then sends no query a second."""
+        now = self._clock()
+        with self._lock:  # a test message's settle may push a retry meanwhile
+            retry_due = bool(self._retries) and self._retries[0] <= now
+            while self._retries and self._retries[0] <= now:
+                heapq.heappop(self._retries)
+        if not (wrote or retry_due or now >= self._look_at):
+            return False
+        self._look_at = now + LOOK_EVERY
+        return True
 
     async def test(self, model: str) -> list[dict[str, Any]]:
         """Send a ``test`` event to every target of the model now; the rows as they stand
@@ -187,7 +222,7 @@ class Notifier:
         notifications = t.notifications
         query = sa.select(notifications).where(
             notifications.c.status == "pending", notifications.c.next_attempt_at <= now
-        ).order_by(notifications.c.id).limit(100)
+        ).order_by(notifications.c.id).limit(DUE_BATCH)
         with self._registry.engine.connect() as conn:  # mostly nothing is due: no write then
             if conn.execute(query.with_only_columns(notifications.c.id)).first() is None:
                 return []
@@ -245,6 +280,8 @@ class Notifier:
                 else:
                     wait = min(self._retry * 2 ** (attempts - 1), RETRY_MAX)
                     values["next_attempt_at"] = now + timedelta(seconds=wait)
+                    with self._lock:
+                        heapq.heappush(self._retries, self._clock() + wait)
                 conn.execute(t.notifications.update().where(t.notifications.c.id == row.id)
                              .values(**values))
 
