@@ -93,7 +93,10 @@ class OnnxRuntime:
             results = self._session.run(outputs if type(outputs) is list else list(outputs), feed)
         except Exception as exc:
             raise ModelError(f"onnxruntime failed: {_first_line(exc)}") from exc
-        return dict(zip(outputs, (np.asarray(r) for r in results), strict=True))
+        answer = {}
+        for name, result in zip(outputs, results, strict=True):  # a loop: no generator to run
+            answer[name] = result if type(result) is np.ndarray else np.asarray(result)
+        return answer
 
     def unload(self) -> None:
         self._session = None
