@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio.to_thread
 
@@ -121,6 +121,8 @@ class LoadedModel:
     in_flight: int = 0
     removed: bool = False
     unloaded: bool = False
+    plan: Any = None
+    """What the router decided for this load (``router.Plan``), made on its first prediction."""
 
     @functools.cached_property
     def key(self) -> Key:
@@ -222,10 +224,11 @@ class ModelCache:
 
     def acquire(self, version: VersionRecord) -> Held:
         """``async with`` it: the loaded model for ``version``, loading it if needed; never
-        unloaded under the block."""
+        unloaded under the block. (The router's hot path holds and releases by hand:
+        ``hold_loaded`` or ``hold``, then ``release_now`` or ``release``, exactly once.)"""
         return Held(self, version)
 
-    def _hold_loaded(self, version: VersionRecord) -> LoadedModel | None:
+    def hold_loaded(self, version: VersionRecord) -> LoadedModel | None:
         """The version held, if it is loaded (no wait); else None."""
         entry = self._entries.get((version.model, version.number))
         if entry is None or entry.removed:
@@ -234,17 +237,17 @@ class ModelCache:
         entry.last_used = self._clock()
         return entry
 
-    async def _hold(self, version: VersionRecord) -> LoadedModel:
+    async def hold(self, version: VersionRecord) -> LoadedModel:
         """The version held, once loaded."""
         while True:
             await self.load(version)
-            held = self._hold_loaded(version)
+            held = self.hold_loaded(version)
             if held is not None:  # else evicted between its load and this request's turn
                 return held
 
-    def _release_now(self, entry: LoadedModel, exc: BaseException | None) -> bool:
-        """Release ``entry`` unless that needs a wait (a crash to handle, an unload to finish):
-        whether it did."""
+    def release_now(self, entry: LoadedModel, exc: BaseException | None) -> bool:
+        """Release ``entry``, whose holder ended with ``exc`` (None: answered), unless that
+        needs a wait (a crash to handle, an unload to finish): whether it did."""
         if isinstance(exc, ModelCrashed) or (entry.removed and entry.in_flight == 1):
             return False
         entry.in_flight -= 1
@@ -253,8 +256,8 @@ class ModelCache:
             self._notify()
         return True
 
-    async def _release(self, entry: LoadedModel, exc: BaseException | None) -> None:
-        """Release ``entry`` when ``_release_now`` could not."""
+    async def release(self, entry: LoadedModel, exc: BaseException | None) -> None:
+        """Release ``entry`` when ``release_now`` could not."""
         try:
             if isinstance(exc, ModelCrashed):
                 await self._crashed(entry, exc)
@@ -579,11 +582,11 @@ class Held:
 
     async def __aenter__(self) -> LoadedModel:
         # Most requests find their model loaded: held without awaiting another coroutine.
-        self._entry = (self._cache._hold_loaded(self._version)
-                       or await self._cache._hold(self._version))
+        self._entry = (self._cache.hold_loaded(self._version)
+                       or await self._cache.hold(self._version))
         return self._entry
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         traceback: object) -> None:
-        if not self._cache._release_now(self._entry, exc):
-            await self._cache._release(self._entry, exc)
+        if not self._cache.release_now(self._entry, exc):
+            await self._cache.release(self._entry, exc)

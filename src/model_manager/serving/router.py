@@ -63,7 +63,6 @@ class PredictionRouter:
         self._placements: dict[VersionKey, Placement] = {}
         """Where each version's predictions run (``placement``)."""
         self._batchers: dict[VersionKey, tuple[LoadedModel, Batcher]] = {}
-        self._rules: dict[VersionKey, OutputRules] = {}
         self._drift = drift
 
     async def resolve(self, name: str, ref: str | None) -> VersionRecord:
@@ -89,19 +88,27 @@ class PredictionRouter:
             self._admit(name)
             try:
                 request = request or decode()
-                async with self._cache.acquire(version) as model:
-                    signature = model.runtime.signature
-                    inputs = check_inputs(signature, request,
-                                          model.version.metadata.get(ALLOW_NON_FINITE) is True)
-                    names = select_outputs(signature, request)
-                    results = self._run_inline(model, inputs, names, tracking)
+                # Held and released by hand, not by ``async with cache.acquire``: most
+                # requests find their model loaded and wait for nothing.
+                model = self._cache.hold_loaded(version) or await self._cache.hold(version)
+                try:
+                    plan = model.plan or self._plan(model)
+                    inputs = check_inputs(plan.signature, request, plan.allow_non_finite)
+                    names = select_outputs(plan.signature, request)
+                    results = self._run_inline(model, plan, inputs, names, tracking)
                     if results is None:
-                        results = await self._run(model, inputs, names, tracking)
-                outputs = self._checked(model, names, results, tracking)
+                        results = await self._run(model, plan, inputs, names, tracking)
+                except BaseException as exc:
+                    if not self._cache.release_now(model, exc):
+                        await self._cache.release(model, exc)
+                    raise
+                if not self._cache.release_now(model, None):
+                    await self._cache.release(model, None)
+                outputs = self._checked(plan, names, results, tracking)
             finally:
                 self._in_progress[name] -= 1
         if self._drift is not None:
-            self._drift.observe((name, version.number), inputs, results)
+            self._drift.observe(model.key, inputs, results)
         prediction_id = request.id or _IDS.take()
         logged = random.random() < self._settings.get(name).prediction_log_rate
         if logged:
@@ -147,47 +154,47 @@ class PredictionRouter:
         chosen = policy.choose(None if key is None else str(key))
         return _servable(routes, name, str(chosen)), request, routes
 
-    def _run_inline(self, model: LoadedModel, inputs: Tensors, names: Sequence[str],
+    def _run_inline(self, model: LoadedModel, plan: Plan, inputs: Tensors, names: Sequence[str],
                     tracking: Tracking) -> dict[str, Array] | None:
         """Run the model on the event loop when it is known to take microseconds (a trip to a
         worker thread would cost more than the prediction; ``Placement`` decides) and nothing
         else is asked of it; None: it is for ``_run``."""
-        placement = self._placement(model)
-        if not placement.inline or self._batcher(model) is not None \
-                or _elements(inputs) > INLINE_MAX_ELEMENTS or is_out_of_process(model.runtime):
+        placement = plan.placement
+        if not placement.inline or plan.out_of_process or self._batcher(model, plan) is not None \
+                or _elements(inputs) > INLINE_MAX_ELEMENTS:
             return None
         results, seconds = _timed(model.runtime, inputs, names)
         placement.ran_inline(seconds)
         tracking.inference = seconds
         return results
 
-    def _placement(self, model: LoadedModel) -> Placement:
+    def _plan(self, model: LoadedModel) -> Plan:
+        """What the model's predictions need that its load decides, made on its first one."""
         placement = self._placements.get(model.key)
-        if placement is None:
+        if placement is None:  # kept across loads: how long the version takes
             placement = self._placements[model.key] = Placement()
-        return placement
+        model.plan = plan = Plan(model, placement)
+        return plan
 
-    async def _run(self, model: LoadedModel, inputs: Tensors, names: Sequence[str],
+    async def _run(self, model: LoadedModel, plan: Plan, inputs: Tensors, names: Sequence[str],
                    tracking: Tracking) -> dict[str, Array]:
         """Run the model that ``_run_inline`` did not: batched, awaited in its own process, or
         in a worker thread, bounded per version, with the prediction timeout."""
-        placement = self._placement(model)
-        batcher = self._batcher(model)
+        batcher = self._batcher(model, plan)
         if batcher is not None:
             results, seconds = await batcher.predict(inputs, names)
         elif (predict_async := getattr(model.runtime, "predict_async", None)) is not None:
             results, seconds = await self._awaited(model, predict_async, inputs, names)
         else:
             results, seconds = await self._in_thread(model, inputs, names)
-            placement.ran_in_thread(seconds)
+            plan.placement.ran_in_thread(seconds)
         tracking.inference = seconds
         return results
 
-    def _batcher(self, model: LoadedModel) -> Batcher | None:
+    def _batcher(self, model: LoadedModel, plan: Plan) -> Batcher | None:
         """The version's batcher when batching is on for it (version metadata, else the
-        model's settings)."""
-        raw = model.version.metadata.get("batching")
-        policy = BatchPolicy.from_json(raw) if raw else self._settings.get(model.key[0]).batching
+        model's settings, which may change while it is loaded)."""
+        policy = plan.batching or self._settings.get(model.key[0]).batching
         if policy is None:
             return None
         found = self._batchers.get(model.key)
@@ -227,20 +234,36 @@ class PredictionRouter:
             raise self._timed_out(model) from None
         return results, time.perf_counter() - started
 
-    def _checked(self, model: LoadedModel, names: Sequence[str], results: Tensors,
+    def _checked(self, plan: Plan, names: Sequence[str], results: Tensors,
                  tracking: Tracking) -> list[InferOutput]:
         """Outputs that pass the version's checks; violations are rejected or flagged per policy."""
-        rules = self._rules.get(model.key)
-        if rules is None:
-            rules = self._rules[model.key] = OutputRules.from_metadata(model.version.metadata)
-        outputs, violations = check_outputs(model.runtime.signature, rules, names, results)
-        rejected = [v.message for v in violations if rules.rejects(v)]
-        if rejected:
-            raise InvalidOutput("the model's output was rejected: " + "; ".join(rejected))
+        outputs, violations = check_outputs(plan.signature, plan.rules, names, results)
         if violations:
+            rejected = [v.message for v in violations if plan.rules.rejects(v)]
+            if rejected:
+                raise InvalidOutput("the model's output was rejected: " + "; ".join(rejected))
             tracking.outcome = "invalid_output"
             tracking.detail = "; ".join(v.message for v in violations)
         return outputs
+
+
+class Plan:
+    """What a loaded version's predictions need that its load decides (``LoadedModel.plan``):
+    looked up once, not on every request. A new load of the version gets a new plan."""
+
+    __slots__ = ("allow_non_finite", "batching", "out_of_process", "placement", "rules",
+                 "signature")
+
+    def __init__(self, model: LoadedModel, placement: Placement) -> None:
+        metadata = model.version.metadata
+        self.signature = model.runtime.signature
+        self.allow_non_finite = metadata.get(ALLOW_NON_FINITE) is True
+        self.rules = OutputRules.from_metadata(metadata)
+        raw = metadata.get("batching")
+        self.batching = BatchPolicy.from_json(raw) if raw else None
+        """The version's own batching, which the model's settings cannot change; None: theirs."""
+        self.out_of_process = is_out_of_process(model.runtime)
+        self.placement = placement
 
 
 class RandomIds:
