@@ -58,10 +58,14 @@ trap stop EXIT
 
 taken=" $MM_FLEET_PORT "
 is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Ports are drawn below the kernel's ephemeral range, which it hands out to every bind(0) and
+# outgoing connection: a port drawn here and bound a moment later is then not taken meanwhile.
+read -r ephemeral _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral=32768
+(( ephemeral > 12000 )) || ephemeral=32768
 free_port() {
     local port
     while :; do
-        port=$((20000 + RANDOM % 30000))
+        port=$((10000 + RANDOM % (ephemeral - 10000)))
         if [[ $taken != *" $port "* ]] && is_free "$port"; then
             taken+="$port "
             echo "$port"
