@@ -72,8 +72,9 @@ def decode_request(body: bytes, header_length: str | None,
     reader = _BinaryReader(binary) if binary else _NO_BINARY
     inputs = tuple([_decode_input(item, reader, limits) for item in raw_inputs])
     reader.check_consumed()
-    parameters = doc.get("parameters")
-    return InferenceRequest(inputs, _decode_outputs(doc.get("outputs")), _decode_id(doc.get("id")),
+    outputs, id_, parameters = doc.get("outputs"), doc.get("id"), doc.get("parameters")
+    return InferenceRequest(inputs, () if outputs is None else _decode_outputs(outputs),
+                            id_ if id_ is None or type(id_) is str else _decode_id(id_),
                             {} if parameters is None else _object(parameters, "parameters"))
 
 
@@ -82,7 +83,7 @@ def encode_response(response: InferenceResponse,
     """The response body and its headers (as ASGI sends them, but the length); binary where the
     request asked for it."""
     default = bool(request.parameters.get("binary_data_output", False))
-    wanted = {o.name: o.binary for o in request.outputs}
+    wanted = {o.name: o.binary for o in request.outputs} if request.outputs else {}
     doc: dict[str, Any] = {"model_name": response.model_name,
                            "model_version": str(response.model_version), "outputs": []}
     if response.id is not None:
@@ -105,11 +106,11 @@ def dump_json(doc: dict[str, Any], outputs: tuple[InferOutput, ...]) -> bytes:
     """orjson, unless an output holds NaN or infinities: those are written as the standard
     library does (``NaN``, ``Infinity``), which clients' JSON parsers accept and orjson would
     turn into null."""
-    finite = all(o.finite if o.finite is not None
-                 else o.data.dtype.kind != "f" or all_finite(o.data) for o in outputs)
-    if finite:
-        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
-    return json.dumps(doc, separators=(",", ":"), default=_listed).encode()
+    for o in outputs:  # a loop: a generator costs more than the check on a few outputs
+        if not (o.finite if o.finite is not None
+                else o.data.dtype.kind != "f" or all_finite(o.data)):
+            return json.dumps(doc, separators=(",", ":"), default=_listed).encode()
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _listed(value: Any) -> Any:
@@ -219,7 +220,7 @@ def tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any
     if array.size != count:
         raise InvalidInput(f"input {name!r}: shape {list(shape)} holds {count} elements, "
                            f"data has {array.size}")
-    return array.reshape(shape)
+    return array if array.shape == shape else array.reshape(shape)
 
 
 def _all_ints(datatype: str, data: Any) -> bool:
