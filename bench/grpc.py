@@ -10,6 +10,9 @@ LogisticRegression, one row of 20 FP64 features per request):
                     REST JSON through wrk at the highest concurrency, in the same server process
     mlserver-tuned  MLServer 1.7 tuned as in bench/peers.py (parallel_workers=0, debug, metrics
                     and gzip off, httptools), serving gRPC on its own port; gRPC body "typed"
+    grpc-floor      grpc.aio in uvicorn's event loop, as ours runs it, answering every ModelInfer
+                    with a constant (bench/grpc_floor_app.py): what a call costs before any codec,
+                    routing, checks or model; gRPC body "typed"
 
 gRPC load: h2load (nghttp2) over cleartext HTTP/2, pinned to core 1 with one thread, posting the
 same length-prefixed, uncompressed message to the method's path: c connections with --streams
@@ -175,7 +178,7 @@ def prepare(server: Server) -> tuple[list[Call], Any, dict[str, str]]:
         rest = next(b for b in bodies[MODEL] if b.kind == "json")
         spec = httpx.get(f"{system.url}/v2/models/{MODEL}", timeout=30).raise_for_status().json()
         name, kinds = spec["inputs"][0]["name"], ("typed", "raw")
-    else:
+    else:  # MLServer's input is "predict"; the floor takes any
         rest, served, name, kinds = None, {}, "predict", ("typed",)
     server.wait_ready([f"/v2/models/{MODEL}/ready"])
     if rest is not None:
@@ -211,7 +214,7 @@ def check_call(system: System, call: Call) -> Call:
     label = first_output(answer)
     print(f"  check grpc/{call.kind}: {answer.outputs[0].name}={label} "
           f"({len(answer.outputs)} output(s), {answer.ByteSize()} bytes)", flush=True)
-    if label != expected_label():
+    if system.kind != "floor" and label != expected_label():  # the floor answers a constant
         raise RuntimeError(f"{system.name} answered label {label} to grpc/{call.kind}, "
                            f"scikit-learn says {expected_label()}")
     return Call(call.kind, call.message, answer.ByteSize())
@@ -369,7 +372,7 @@ def summarize(points: list[Point]) -> dict[Key, Point]:
     return {key: {"rps": statistics.median(p["rps"] for p in group),
                   "all_rps": " / ".join(f"{p['rps']:,.0f}" for p in group),
                   **{k: statistics.median(p[k] for p in group)
-                     for k in ("p50_ms", "p99_ms", "server_cpu_pct")},
+                     for k in ("p50_ms", "p99_ms", "server_cpu_pct", "server_cpu_us_per_req")},
                   **{k: max(p[k] for p in group) for k in ("client_cpu_pct", "foreign_cpu_pct")},
                   "errors": sum(p["errors"] for p in group), "reps": len(group)}
             for key, group in groups.items()}
@@ -413,6 +416,31 @@ def print_goals(points: list[Point], top: int) -> None:
     if rows:
         print(f"\nours gRPC vs ours REST (v2 JSON) at c={top}")
         print_rows(["body", "req/s gRPC", "req/s REST", "req/s x", ">= 1", "p99 x"], rows)
+    print_floor(table, top)
+
+
+def print_floor(table: dict[Key, Point], top: int) -> None:
+    """Ours beside the gRPC floor (grpc.aio answering a constant): server CPU per call and
+    req/s; and the floor's req/s against our REST at the highest concurrency, the most any
+    grpc.aio server could make of "gRPC >= REST"."""
+    rows = []
+    for (system, protocol, body, c), mine in table.items():
+        floor = table.get(("grpc-floor", "grpc", "typed", c))
+        if system != "ours" or protocol != "grpc" or floor is None:
+            continue
+        rows.append([body, str(c), f"{mine['server_cpu_us_per_req']:.0f}",
+                     f"{floor['server_cpu_us_per_req']:.0f}",
+                     f"{mine['server_cpu_us_per_req'] / floor['server_cpu_us_per_req']:.2f}",
+                     f"{mine['rps']:,.0f}", f"{floor['rps']:,.0f}"])
+    if rows:
+        print("\nours gRPC vs the gRPC floor (grpc.aio answering a constant); cpu us = server CPU "
+              "per call")
+        print_rows(["body", "conc", "cpu us ours", "cpu us floor", "cpu x", "req/s ours",
+                    "req/s floor"], rows)
+    floor, rest = table.get(("grpc-floor", "grpc", "typed", top)), table.get(("ours", "rest", "json", top))
+    if floor and rest:
+        print(f"the gRPC floor at c={top}: {floor['rps']:,.0f} req/s, {floor['rps'] / rest['rps']:.2f}x "
+              f"our REST's {rest['rps']:,.0f}")
 
 
 def verdict(met: bool) -> str:

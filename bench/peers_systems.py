@@ -99,8 +99,10 @@ def catalog(with_granian: bool) -> dict[str, System]:
 
 
 def grpc_catalog() -> dict[str, System]:
-    """The systems of bench/grpc.py: ours and MLServer tuned, each with a gRPC port."""
-    systems = [_ours("ours", 18340, grpc_port=18341), _mlserver("mlserver-tuned", 18350, tuned=True)]
+    """The systems of bench/grpc.py: ours, MLServer tuned and the gRPC floor, each with a gRPC
+    port."""
+    systems = [_ours("ours", 18340, grpc_port=18341), _mlserver("mlserver-tuned", 18350, tuned=True),
+               _grpc_floor("grpc-floor", 18360, 18361)]
     return {s.name: s for s in systems}
 
 
@@ -141,6 +143,18 @@ def _floor_uvicorn(port: int) -> System:
                "--no-access-log", "--workers", "1", "--log-level", "warning")
     return System("floor", "floor", port, command, venv / "bin" / "python", FLOOR_PACKAGES,
                   "uvicorn httptools, uvloop")
+
+
+def _grpc_floor(name: str, port: int, grpc_port: int) -> System:
+    """grpc.aio in uvicorn's loop answering a constant ModelInfer (bench/grpc_floor_app.py), in our
+    environment: the grpcio, uvicorn, httptools and uvloop our server runs on."""
+    python = Path(sys.executable)
+    command = (str(python), "-m", "uvicorn", "grpc_floor_app:app", "--app-dir", str(BENCH),
+               "--host", "127.0.0.1", "--port", str(port), "--http", "httptools", "--loop",
+               "uvloop", "--no-access-log", "--workers", "1", "--log-level", "warning")
+    return System(name, "floor", port, command, python, ("grpcio", "uvicorn", "uvloop"),
+                  "grpc.aio in uvicorn httptools, uvloop", (("GRPC_FLOOR_PORT", str(grpc_port)),),
+                  (grpc_port,), grpc_port=grpc_port)
 
 
 def _floor_granian(port: int) -> System:
