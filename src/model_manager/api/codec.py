@@ -33,6 +33,8 @@ from model_manager.sizes import human_size
 from model_manager.types import Array
 
 HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH_KEY = HEADER_LENGTH.encode()
+"""The header's name as ASGI carries it."""
 _JSON_KINDS = {"BOOL": "b", "UINT": "ui", "INT": "ui", "FP": "uif"}
 _ALLOWED_KINDS = {datatype: next(kinds for prefix, kinds in _JSON_KINDS.items()
                                  if datatype.startswith(prefix))
@@ -98,7 +100,7 @@ def encode_response(response: InferenceResponse,
     if not chunks:
         return header, [(b"content-type", b"application/json")]
     headers = [(b"content-type", b"application/octet-stream"),
-               (HEADER_LENGTH.encode(), str(len(header)).encode())]
+               (HEADER_LENGTH_KEY, str(len(header)).encode())]
     return b"".join([header, *chunks]), headers
 
 

@@ -14,7 +14,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_manager import errors
-from model_manager.api.codec import HEADER_LENGTH, TensorLimits, decode_request, encode_response
+from model_manager.api.codec import HEADER_LENGTH_KEY, TensorLimits, decode_request, encode_response
 from model_manager.api.errors import BUG_MESSAGE, log_bug, log_failure, shown_path, status_of
 from model_manager.api.limits import too_large_message
 from model_manager.serving import InferenceRequest, PredictionRouter
@@ -106,9 +106,6 @@ async def _read_body(receive: Receive, content_length: bytes | None, limit: int)
             return b"".join(chunks)
 
 
-_HEADER_LENGTH = HEADER_LENGTH.encode()
-
-
 def _headers(scope: Scope) -> tuple[bytes | None, str | None, str | None]:
     """Content-Length, Inference-Header-Content-Length and X-Routing-Key, in one pass (the
     last of each, if sent twice; the HTTP parser refuses two Content-Lengths)."""
@@ -116,7 +113,7 @@ def _headers(scope: Scope) -> tuple[bytes | None, str | None, str | None]:
     for key, value in scope["headers"]:
         if key == b"content-length":
             content_length = value
-        elif key == _HEADER_LENGTH:
+        elif key == HEADER_LENGTH_KEY:
             header_length = value.decode("latin-1")
         elif key == b"x-routing-key":
             routing_key = value.decode("latin-1")

@@ -91,6 +91,7 @@ class PredictionRouter:
                 # Held and released by hand, not by ``async with cache.acquire``: most
                 # requests find their model loaded and wait for nothing.
                 model = self._cache.hold_loaded(version) or await self._cache.hold(version)
+                failure: BaseException | None = None
                 try:
                     plan = model.plan or self._plan(model)
                     inputs = check_inputs(plan.signature, request, plan.allow_non_finite)
@@ -99,11 +100,11 @@ class PredictionRouter:
                     if results is None:
                         results = await self._run(model, plan, inputs, names, tracking)
                 except BaseException as exc:
-                    if not self._cache.release_now(model, exc):
-                        await self._cache.release(model, exc)
+                    failure = exc
                     raise
-                if not self._cache.release_now(model, None):
-                    await self._cache.release(model, None)
+                finally:
+                    if not self._cache.release_now(model, failure):
+                        await self._cache.release(model, failure)
                 outputs = self._checked(plan, names, results, tracking)
             finally:
                 self._in_progress[name] -= 1

@@ -75,10 +75,10 @@ class RecentUsage:
         minutes = self._minutes.get(key)
         if minutes is None:
             minutes = self._minutes[key] = {}
-        index = int(at // _MINUTE)
-        counts = minutes.get(index)
+        minute = _minute_of(at)
+        counts = minutes.get(minute)
         if counts is None:
-            counts = minutes[index] = UsageCounts()
+            counts = minutes[minute] = UsageCounts()
             self._roll_up(key, at)
         counts.add(outcome, seconds, inference, at)
 
