@@ -82,6 +82,11 @@ def execution_providers(device: str, available: Sequence[str]) -> list[tuple[str
 class OnnxRuntime:
     def __init__(self, session: Any, signature: Signature) -> None:
         self._session = session
+        # The session's own run, without the Python wrapper's per-call work: it checks the
+        # feed's names, which the signature check before every prediction has done, and after
+        # a device failure it retries on the CPU for good, where a version must stay on the
+        # device it was loaded on (a failure is the request's error, as at load).
+        self._run = session._sess.run
         self.signature = signature
         self._bytes_inputs = {t.name for t in signature.inputs if t.datatype == "BYTES"}
 
@@ -90,7 +95,7 @@ class OnnxRuntime:
             name: (_as_text(name, value) if name in self._bytes_inputs else value)
             for name, value in inputs.items()}
         try:
-            results = self._session.run(outputs if type(outputs) is list else list(outputs), feed)
+            results = self._run(outputs if type(outputs) is list else list(outputs), feed, None)
         except Exception as exc:
             raise ModelError(f"onnxruntime failed: {_first_line(exc)}") from exc
         answer = {}
@@ -99,7 +104,7 @@ class OnnxRuntime:
         return answer
 
     def unload(self) -> None:
-        self._session = None
+        self._session = self._run = None
 
 
 def _as_text(name: str, value: Array) -> Array:
