@@ -10,11 +10,12 @@ import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio.to_thread
 from fastapi import FastAPI
 from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from model_manager import __version__, devices, workers
 from model_manager.access import KeyRing
@@ -269,9 +270,15 @@ def create_app(settings: Settings) -> ASGIApp:
                        max_upload_size=settings.max_upload_size)
     # The infer endpoint sits in front of the framework, whose middleware stack (error pages,
     # its own limits) would cost a small prediction more than the prediction: the hot path
-    # is the key check, then the endpoint. Everything else goes on to the framework.
-    return ApiKeyAuth(InferEndpoint(app, router=router, max_request_size=settings.max_request_size,
-                                    limits=limits), keys=keys)
+    # is the key check, then the endpoint. Everything else goes on to the framework, behind
+    # uvicorn's proxy headers (a trusted proxy's X-Forwarded-For and -Proto: its
+    # FORWARDED_ALLOW_IPS, 127.0.0.1 by default), which the servers leave to the app
+    # (``proxy_headers=False``): a prediction reads neither the client's address nor the scheme.
+    behind: Any = ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=os.environ.get(
+        "FORWARDED_ALLOW_IPS", "127.0.0.1"))  # (uvicorn types ASGI apps its own way)
+    return ApiKeyAuth(InferEndpoint(behind, router=router,
+                                    max_request_size=settings.max_request_size, limits=limits),
+                      keys=keys)
 
 
 def _grpc_server(settings: Settings, router: PredictionRouter, registry: Registry,

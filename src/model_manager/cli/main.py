@@ -168,7 +168,8 @@ def serve(**flags: Any) -> None:
     # client pool's idle timeout: the side that closes first must be the client, or a request
     # sent on a connection the server is closing fails (a 502 behind an ALB).
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, http=HttpProtocol,
-                log_level=settings.log_level, access_log=False, timeout_keep_alive=75,
+                log_level=settings.log_level, access_log=False, proxy_headers=False,
+                timeout_keep_alive=75,
                 timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
 
 
@@ -214,7 +215,7 @@ def _serve_workers(settings: Any) -> None:
         uvicorn.run("model_manager.app:app_from_environment", factory=True,
                     workers=settings.workers, host=settings.host, port=settings.port,
                     http=HttpProtocol, log_level=settings.log_level, access_log=False,
-                    timeout_keep_alive=75,
+                    proxy_headers=False, timeout_keep_alive=75,
                     timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
     finally:
         shutil.rmtree(run, ignore_errors=True)
