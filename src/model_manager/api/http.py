@@ -35,7 +35,7 @@ class JoinedWrites:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._held:
             self._loop.call_soon(self.flush)
-        self._held.append(bytes(data))
+        self._held.append(data if type(data) is bytes else bytes(data))
         self._held_bytes += len(data)
         if self._held_bytes >= FLUSH_AT:
             self.flush()

@@ -95,7 +95,7 @@ class OnnxRuntime:
             name: (_as_text(name, value) if name in self._bytes_inputs else value)
             for name, value in inputs.items()}
         try:
-            results = self._run(outputs if type(outputs) is list else list(outputs), feed, None)
+            results = self._run(outputs, feed, None)
         except Exception as exc:
             raise ModelError(f"onnxruntime failed: {_first_line(exc)}") from exc
         answer = {}
