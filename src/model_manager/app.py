@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from model_manager import __version__, devices, workers
+from model_manager import __version__, devices, scheduling, workers
 from model_manager.access import KeyRing
 from model_manager.api import (
     ApiKeyAuth,
@@ -201,6 +201,7 @@ def create_app(settings: Settings) -> ASGIApp:
         await anyio.to_thread.run_sync(model_settings.refresh)
         if grpc_server is not None:
             await grpc_server.start()
+        scheduling.wake_promptly()  # its helpers have started, and keep the batch policy
         tasks = [asyncio.create_task(_start_up(lifecycle, settings, readiness)),
                  asyncio.create_task(_every(settings.usage_flush_interval, _flush, *flushed)),
                  asyncio.create_task(_every(_SETTINGS_REFRESH, _in_thread, model_settings.refresh)),

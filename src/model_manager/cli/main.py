@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -12,6 +11,7 @@ from typing import Any
 
 import click
 
+from model_manager import scheduling
 from model_manager.cli import doctor, examples, governance, keys, monitoring
 from model_manager.cli.calls import Target, call, echo_json, json_arg
 from model_manager.cli.client import DEFAULT_URL
@@ -140,7 +140,7 @@ def serve(**flags: Any) -> None:
         raise click.UsageError(f"--workers takes 1 to {MAX_WORKERS}, not {settings.workers}")
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _schedule_as_batch()
+    scheduling.batch_all_threads()
     if settings.device != "cpu":
         _check_device(settings.device)
     if settings.http_server == "granian" or settings.workers > 1:
@@ -171,23 +171,6 @@ def serve(**flags: Any) -> None:
                 log_level=settings.log_level, access_log=False, proxy_headers=False,
                 timeout_keep_alive=75,
                 timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
-
-
-def _schedule_as_batch() -> None:
-    """Run the server's threads, and the processes it starts, under Linux's SCHED_BATCH: a
-    thread that wakes (gRPC's poller when a call arrives, a worker thread when its job is
-    done) then waits for the running one to block or use up its slice, rather than preempting
-    it at once. The event loop blocks between turns, so nothing waits long, and each request
-    pays fewer thread switches: a gRPC call passes through three threads. Where the policy is
-    missing or refused, the server runs as it is."""
-    policy = getattr(os, "SCHED_BATCH", None)
-    if policy is None:
-        return
-    # the threads started so far (a BLAS pool at numpy's import); later ones inherit it
-    tasks = "/proc/self/task"
-    for thread in os.listdir(tasks) if os.path.isdir(tasks) else ["0"]:
-        with contextlib.suppress(OSError):
-            os.sched_setscheduler(int(thread), policy, os.sched_param(0))
 
 
 def _check_device(device: str) -> None:
