@@ -2,11 +2,12 @@
 
 Builds the real app (``create_app``) on a fresh data dir, runs its lifespan, uploads a logistic
 regression of 20 features (served through its compiled ONNX twin) and awaits the ASGI app
-directly with one JSON row, on uvloop, --requests times per round. Prints the process CPU time
-per request of each round and their median. What this leaves out (HTTP parsing, the socket)
-is the floor's share; ``bench/peers.py`` measures the whole server against it.
+directly with one row (JSON data, or with --body binary the binary tensor data extension), on
+uvloop, --requests times per round. Prints the process CPU time per request of each round and
+their median. What this leaves out (HTTP parsing, the socket) is the floor's share;
+``bench/peers.py`` measures the whole server against it.
 
-    .venv/bin/python bench/hot_path.py [--requests 5000] [--rounds 5]
+    .venv/bin/python bench/hot_path.py [--requests 5000] [--rounds 5] [--body json|binary]
 """
 
 from __future__ import annotations
@@ -30,10 +31,15 @@ from sklearn.linear_model import LogisticRegression
 ROW = np.random.default_rng(0).random(20).tolist()
 BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 20],
                                "data": ROW}]}, separators=(",", ":")).encode()
+BINARY_HEADER = json.dumps({"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 20],
+                                        "parameters": {"binary_data_size": 160}}]},
+                           separators=(",", ":")).encode()
+BINARY = BINARY_HEADER + np.asarray(ROW, dtype="<f8").tobytes()
+"""The same row with the binary tensor data extension (the JSON header, then the raw bytes)."""
 PATH = "/v2/models/logreg/infer"
 
 
-async def measure(requests: int, rounds: int) -> list[float]:
+async def measure(requests: int, rounds: int, binary: bool) -> list[float]:
     from model_manager.app import create_app
     from model_manager.settings import Settings
 
@@ -60,13 +66,17 @@ async def measure(requests: int, rounds: int) -> list[float]:
         assert compiled.get("format") == "onnx", compiled  # served as the peers bench serves it
         answered = await client.post(PATH, content=BODY)
         assert answered.status_code == 200, answered.text
+    body, headers = BODY, [(b"host", b"bench"), (b"content-type", b"application/json")]
+    if binary:
+        body, headers = BINARY, [(b"host", b"bench"), (b"content-type", b"application/octet-stream"),
+                                 (b"inference-header-content-length",
+                                  str(len(BINARY_HEADER)).encode())]
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
              "method": "POST", "scheme": "http", "path": PATH, "raw_path": PATH.encode(),
              "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
              "server": ("127.0.0.1", 2), "state": {},
-             "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
-                         (b"content-length", str(len(BODY)).encode())]}
-    message = {"type": "http.request", "body": BODY, "more_body": False}
+             "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+    message = {"type": "http.request", "body": body, "more_body": False}
     statuses: list[int] = []
 
     async def receive() -> dict[str, Any]:
@@ -96,8 +106,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--body", choices=("json", "binary"), default="json",
+                        help="the row as JSON data, or with the binary tensor data extension")
     args = parser.parse_args()
-    rounds = uvloop.run(measure(args.requests, args.rounds))
+    rounds = uvloop.run(measure(args.requests, args.rounds, args.body == "binary"))
     print("CPU us per infer request, by round: " + ", ".join(f"{r:.1f}" for r in rounds))
     print(f"median {statistics.median(rounds):.1f} us")
 

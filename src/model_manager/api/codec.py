@@ -40,6 +40,9 @@ _ALLOWED_KINDS = {datatype: next(kinds for prefix, kinds in _JSON_KINDS.items()
                                  if datatype.startswith(prefix))
                   for datatype in DATATYPES if datatype != "BYTES"}
 """The numpy kinds JSON values may parse as, for each datatype."""
+_LITTLE_ENDIAN = {datatype: dtype.newbyteorder("<") for datatype, dtype in DATATYPES.items()
+                  if datatype != "BYTES"}
+"""Each fixed-size datatype's numpy type in the binary data's byte order."""
 _MAX_LENGTH_DIGITS = 18
 MAX_RANK = 64
 """Dimensions of a tensor, as numpy allows: JSON ``data`` nested deeper is refused."""
@@ -265,7 +268,7 @@ class _BinaryReader:
 
     def read(self, name: str, datatype: str, shape: tuple[int, ...], size: Any,
              limits: TensorLimits) -> Array:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if type(size) is not int or size < 0:  # (``type``: a bool is no byte count)
             raise InvalidInput(f"input {name!r}: binary_data_size must be a byte count")
         end = self._offset + size
         if end > len(self._data):
@@ -295,12 +298,13 @@ def tensor_from_raw(name: str, datatype: str, shape: tuple[int, ...], chunk: mem
     count = math.prod(shape)
     if datatype == "BYTES":
         return _bytes_elements(name, memoryview(chunk), count, limits).reshape(shape)
-    expected = count * DATATYPES[datatype].itemsize
+    dtype = _LITTLE_ENDIAN[datatype]
+    expected = count * dtype.itemsize
     if len(chunk) != expected:
         raise InvalidInput(f"input {name!r}: shape {list(shape)} of {datatype} needs "
                            f"{human_size(expected)}, {declared} says "
                            f"{_difference(len(chunk) - expected)}")
-    return np.frombuffer(chunk, dtype=DATATYPES[datatype].newbyteorder("<")).reshape(shape)
+    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
 
 
 def _bytes_elements(name: str, chunk: memoryview, count: int, limits: TensorLimits) -> Array:
@@ -348,10 +352,15 @@ def _decode_id(raw: Any) -> str | None:
 def _object(raw: Any, what: str) -> dict[str, Any]:
     if raw is None:
         return {}
-    if not isinstance(raw, Mapping):
-        raise InvalidInput(f"{what} must be a JSON object")
-    check_depth(raw, what)
-    return dict(raw)
+    if type(raw) is not dict:  # (what JSON parses to; the type check first costs less)
+        if not isinstance(raw, Mapping):
+            raise InvalidInput(f"{what} must be a JSON object")
+        raw = dict(raw)
+    for value in raw.values():  # an object of plain values (most parameters) is not walked
+        if isinstance(value, list | dict):
+            check_depth(raw, what)
+            break
+    return raw
 
 
 def _encode_output(output: InferOutput, binary: bool, chunks: list[bytes]) -> dict[str, Any]:
