@@ -352,15 +352,17 @@ def _decode_id(raw: Any) -> str | None:
 def _object(raw: Any, what: str) -> dict[str, Any]:
     if raw is None:
         return {}
-    if type(raw) is not dict:  # (what JSON parses to; the type check first costs less)
-        if not isinstance(raw, Mapping):
-            raise InvalidInput(f"{what} must be a JSON object")
-        raw = dict(raw)
-    for value in raw.values():  # an object of plain values (most parameters) is not walked
+    if type(raw) is dict:  # what JSON parses to (the type check first costs less)
+        found: dict[str, Any] = raw
+    elif isinstance(raw, Mapping):
+        found = dict(raw)
+    else:
+        raise InvalidInput(f"{what} must be a JSON object")
+    for value in found.values():  # an object of plain values (most parameters) is not walked
         if isinstance(value, list | dict):
-            check_depth(raw, what)
+            check_depth(found, what)
             break
-    return raw
+    return found
 
 
 def _encode_output(output: InferOutput, binary: bool, chunks: list[bytes]) -> dict[str, Any]:
