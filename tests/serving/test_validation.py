@@ -100,7 +100,7 @@ def test_a_variable_dimension_takes_any_size(rows: int) -> None:
 
 
 def test_without_requested_outputs_all_are_computed() -> None:
-    assert select_outputs(SIGNATURE, request(*good_inputs())) == ["label", "probabilities", "name"]
+    assert select_outputs(SIGNATURE, request(*good_inputs())) == ("label", "probabilities", "name")
 
 
 def test_requested_outputs_are_kept_in_the_callers_order() -> None:

@@ -113,6 +113,11 @@ class Signature:
     def outputs_by_name(self) -> dict[str, TensorSpec]:
         return {t.name: t for t in self.outputs}
 
+    @functools.cached_property
+    def all_outputs(self) -> tuple[str, ...]:
+        """The output names, built once (what a request that names none computes)."""
+        return tuple(t.name for t in self.outputs)
+
 
 def _specs(items: Iterable[Any] | Any, key: str) -> tuple[TensorSpec, ...]:
     if not isinstance(items, Sequence) or isinstance(items, str | bytes):

@@ -95,8 +95,7 @@ class PredictionRouter:
                 try:
                     plan = model.plan or self._plan(model)
                     inputs = check_inputs(plan.signature, request, plan.allow_non_finite)
-                    names = select_outputs(plan.signature, request) if request.outputs \
-                        else plan.outputs
+                    names = select_outputs(plan.signature, request)
                     results = self._run_inline(model, plan, inputs, names, tracking)
                     if results is None:
                         results = await self._run(model, plan, inputs, names, tracking)
@@ -253,14 +252,12 @@ class Plan:
     """What a loaded version's predictions need that its load decides (``LoadedModel.plan``):
     looked up once, not on every request. A new load of the version gets a new plan."""
 
-    __slots__ = ("allow_non_finite", "batching", "out_of_process", "outputs", "placement",
-                 "rules", "signature")
+    __slots__ = ("allow_non_finite", "batching", "out_of_process", "placement", "rules",
+                 "signature")
 
     def __init__(self, model: LoadedModel, placement: Placement) -> None:
         metadata = model.version.metadata
         self.signature = model.runtime.signature
-        self.outputs = tuple(self.signature.output_names())
-        """What a request that names no outputs gets: all of the signature's."""
         self.allow_non_finite = metadata.get(ALLOW_NON_FINITE) is True
         self.rules = OutputRules.from_metadata(metadata)
         raw = metadata.get("batching")

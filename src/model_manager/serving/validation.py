@@ -76,14 +76,14 @@ def _check_tensor(spec: TensorSpec, datatype: str, shape: tuple[int, ...]) -> No
                                 f"(-1: any size), got {list(shape)}")
 
 
-def select_outputs(signature: Signature, request: InferenceRequest) -> list[str]:
+def select_outputs(signature: Signature, request: InferenceRequest) -> Sequence[str]:
     """The output names to compute: those requested, else all of the signature's."""
-    names = signature.output_names()
     if not request.outputs:
-        return names
+        return signature.all_outputs
+    names = signature.all_outputs
     unknown = [o.name for o in request.outputs if o.name not in names]
     if unknown:
-        raise SignatureMismatch(f"the model has no output {unknown}; its outputs are {names}")
+        raise SignatureMismatch(f"the model has no output {unknown}; its outputs are {list(names)}")
     return [o.name for o in request.outputs]
 
 
