@@ -49,6 +49,14 @@ def test_binary_fixed_size_needs_exact_byte_count() -> None:
         decode_request(body, length)
 
 
+@pytest.mark.parametrize("size", [True, 8.0, -1, "8"])
+def test_a_binary_data_size_that_is_not_a_byte_count_is_refused(size: object) -> None:
+    body, length = binary_body([{"name": "t", "datatype": "FP64", "shape": [1],
+                                 "parameters": {"binary_data_size": size}}], bytes(8))
+    with pytest.raises(InvalidInput, match="input 't': binary_data_size must be a byte count"):
+        decode_request(body, length)
+
+
 def test_two_binary_inputs_are_read_in_order() -> None:
     a, b = np.arange(3, dtype="<i4"), np.array([1.5, -2.5], dtype="<f8")
     body, length = binary_body(
