@@ -30,7 +30,7 @@ def train_iris() -> Any:
 
 
 def write_skops(model: Any, path: Path) -> Path:
-    import skops.io as sio
+    from model_manager.runtimes.skops_io import sio
 
     sio.dump(model, path)
     return path

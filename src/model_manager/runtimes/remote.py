@@ -41,7 +41,8 @@ from model_manager.types import Array, Tensors
 log = logging.getLogger(__name__)
 
 PRELOADED = ["__main__", "model_manager.cli.main", "model_manager.runtimes.worker", "numpy",
-             "onnxruntime", "sklearn", "joblib", "skops.io", "skl2onnx"]
+             "onnxruntime", "sklearn", "joblib", "model_manager.runtimes.skops_io",
+             "skl2onnx"]
 """Imported once by the fork server, so that model processes start with them (missing ones
 are skipped); other frameworks are imported by the process that needs them. Each process runs
 the server's main module again (multiprocessing does, and Python 3.11's fork server ignores

@@ -87,7 +87,7 @@ class SklearnRuntime:
 
 
 def _load_skops(path: Path, options: LoadOptions) -> Any:
-    import skops.io as sio
+    from model_manager.runtimes.skops_io import sio
 
     try:
         untrusted = sio.get_untrusted_types(file=path)
