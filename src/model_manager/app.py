@@ -7,7 +7,6 @@ import contextlib
 import functools
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -48,7 +47,7 @@ from model_manager.health import HealthMonitor, Thresholds
 from model_manager.notify import HealthWatch, Notifier
 from model_manager.registry import Registry, VersionRecord
 from model_manager.runtimes import LoadOptions
-from model_manager.runtimes.remote import ForkServer, Isolation
+from model_manager.runtimes.remote import FORK_SERVER, Isolation
 from model_manager.serving import LoadedModel, ModelCache, PredictionRouter, VersionLifecycle
 from model_manager.serving.guard import CanaryGuard
 from model_manager.serving.hooks import HookFanout
@@ -170,7 +169,6 @@ def create_app(settings: Settings) -> ASGIApp:
     metrics.watch_disks(lambda: {place: measure(path) for place, path in disks.items()})
     readiness = Readiness()
     keys = KeyRing(registry)
-    fork_server = ForkServer()
     limits = TensorLimits(settings.max_inputs, settings.max_tensor_elements,
                           settings.max_bytes_element)
     grpc_server = _grpc_server(settings, router, registry, cache, lifecycle, readiness, keys,
@@ -189,7 +187,6 @@ def create_app(settings: Settings) -> ASGIApp:
             if settings.demo:
                 await anyio.to_thread.run_sync(_register_demo, catalog, settings)
         freeze_startup_objects()
-        threading.Thread(target=fork_server.warm, name="fork-server", daemon=True).start()
         log.info("ml-model-manager %s serving on %s:%d (registry %s, store %s, memory budget "
                  "%s)", __version__, settings.host, settings.port,
                  registry.engine.url.render_as_string(), settings.resolved_store_url,
@@ -265,7 +262,7 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(keys_routes(keys))
     app.include_router(memory_routes(whole))
     app.include_router(metrics_routes(metrics))
-    app.include_router(status_routes(registry.status, writers, disks, fork_server))
+    app.include_router(status_routes(registry.status, writers, disks, FORK_SERVER))
     app.include_router(dashboard_routes())
     app.add_middleware(BodySizeLimit, max_request_size=settings.max_request_size,
                        max_upload_size=settings.max_upload_size)

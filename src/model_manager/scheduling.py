@@ -1,7 +1,7 @@
 """How Linux schedules the server's threads.
 
-The threads the server starts before it serves (gRPC's, the worker threads of its start-up,
-the fork server and the model processes it starts) run under ``SCHED_BATCH``: one that wakes
+The threads the server starts before it serves (gRPC's, the worker threads of its start-up)
+and the model processes (which put themselves under it) run under ``SCHED_BATCH``: one that wakes
 (gRPC's poller when a call arrives) then waits for the running thread to block or use up its
 slice rather than preempting it, and each request pays fewer thread switches: a gRPC call
 passes through three threads (about 15% more gRPC calls a second on one core). The event loop's

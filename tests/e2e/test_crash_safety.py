@@ -27,10 +27,11 @@ from model_manager import doctor
 from model_manager.registry import Registry
 from model_manager.store import LocalStore
 from tests.onnx_models import offset_model
-from tests.support import ServerProcess, eventually, push
+from tests.support import ServerProcess, push
 
 KILLS = int(os.environ.get("MODEL_MANAGER_TEST_KILLS", "30"))
-"""30 in `make test` (each restart waits seconds for model processes); `make crash` runs 200."""
+"""30 in `make test` (each restart waits a second or two for model processes); `make crash`
+runs 200."""
 FLUSH = 0.2
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
 
@@ -124,7 +125,7 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
         offset_model(models / f"m{i}.onnx", float(i))
     data, rng, acked, served = tmp_path / "var", random.Random(1), [], 0
     args = ("--usage-flush-interval", f"{FLUSH}s")
-    server = started(data, *args)
+    server = started(data, args)
     acks = Acks()
     with httpx.Client(base_url=server.url, timeout=30) as client:
         acks.versions[1] = push(client, "crashy", models / "m0.onnx").json()["sha256"]
@@ -141,7 +142,7 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
         workload.join(timeout=30)
         assert_acknowledged_writes_kept(data, acks)
         found_kinds |= assert_consistent(data)
-        server = started(data, *args)
+        server = started(data, args)
         before, recorded = recorded, sum(v["requests"] for v in httpx.get(
             f"{server.url}/api/models/crashy/usage").json()["versions"])
         assert recorded - before >= workload.flushed, \
@@ -156,12 +157,18 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
     assert found_kinds <= {"temp_file", "orphan_blob"}
 
 
-def started(data: Path, *args: str) -> ServerProcess:
-    """A server whose model processes can start: uploads are checked in one, and the first
-    check after a start would otherwise wait seconds for the fork server's imports."""
+
+
+def started(data: Path, args: tuple[str, ...]) -> ServerProcess:
+    """A server whose model processes have started. They start with the first upload's check,
+    which waits a second for the fork server's imports and would hold up the workload: an
+    upload of another model (each time a new one) has them started before it begins."""
     server = ServerProcess(data, *args)
-    eventually(lambda: httpx.get(f"{server.url}/api/status").json()["model_processes"]["state"]
-               == "ready", what="model processes ready")
+    n = len(list(data.parent.glob("warm-up-*.onnx")))
+    warm_up = offset_model(data.parent / f"warm-up-{n}.onnx", -1.0 - n)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert push(client, "warm-up", warm_up).status_code == 201
+        assert client.get("/api/status").json()["model_processes"]["state"] == "ready"
     return server
 
 

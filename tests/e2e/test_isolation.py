@@ -199,6 +199,32 @@ def test_an_isolated_model_serves_and_counts_its_process_memory(server: ServerPr
     assert version_state(client, "pickled")["state"] == "UNAVAILABLE"
 
 
+def fork_servers(server: ServerProcess) -> list[int]:
+    """The server's children (started by any of its threads) that are fork servers."""
+    tasks = Path(f"/proc/{server.process.pid}/task")
+    children = [int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+    return [pid for pid in children
+            if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_model_processes_start_with_the_first_upload_not_with_the_server(
+        tmp_path: Path, iris: IrisFiles) -> None:
+    server = ServerProcess(tmp_path / "var")
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            time.sleep(1)  # the server has been up a while, and still holds no fork server
+            assert client.get("/api/status").json()["model_processes"] == {
+                "state": "idle", "detail": None, "ready_after_seconds": None}
+            assert fork_servers(server) == []
+            assert push(client, "iris", iris.onnx).status_code == 201  # checked in one
+            state = client.get("/api/status").json()["model_processes"]
+            assert state["state"] == "ready" and state["ready_after_seconds"] > 0
+            assert len(fork_servers(server)) == 1
+            assert client.post("/v2/models/iris/infer", json=IRIS_ROW).status_code == 200
+    finally:
+        server.stop()
+
+
 def test_when_model_processes_cannot_start_uploads_get_503_and_status_says_why(
         tmp_path: Path, iris: IrisFiles) -> None:
     site = tmp_path / "site"
@@ -208,14 +234,13 @@ def test_when_model_processes_cannot_start_uploads_get_503_and_status_says_why(
     server = ServerProcess(tmp_path / "var", env={"PYTHONPATH": str(site)})
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
-            eventually(lambda: client.get("/api/status").json()["model_processes"]["state"]
-                       != "starting", what="the fork server's start to end")
-            state = client.get("/api/status").json()["model_processes"]
-            assert state["state"] == "failed" and "could not be started" in state["detail"]
+            assert client.get("/api/status").json()["model_processes"]["state"] == "idle"
             refused = push(client, "iris", iris.onnx)
             assert refused.status_code == 503, refused.text
             assert "a model process could not be started" in refused.json()["error"]
             assert refused.headers["retry-after"] == "5"
+            state = client.get("/api/status").json()["model_processes"]
+            assert state["state"] == "failed" and "could not be started" in state["detail"]
             assert client.get("/api/models/iris").status_code == 404
             assert client.get("/v2/health/ready").status_code == 200  # predictions still served
         assert "model processes cannot be started" in server.log()

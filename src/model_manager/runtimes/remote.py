@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
+import multiprocessing.process
 import os
 import signal
 import threading
@@ -143,12 +144,10 @@ class ModelProcess:
         self._process = _context().Process(target=_serve, args=(child_end,), daemon=True,
                                            name="model")
         try:
-            with _REAPING:  # starting a process asks after every other one
-                self._process.start()
-        except (EOFError, OSError) as exc:  # the fork server died or cannot fork
+            FORK_SERVER.start(self._process)
+        except errors.Unavailable:
             self._conn.close()
-            raise errors.Unavailable(f"a model process could not be started ({type(exc).__name__}: "
-                                     f"{exc}); see the server log", retry_after=5) from None
+            raise
         finally:
             child_end.close()
         self._death: Death | None = None
@@ -421,33 +420,46 @@ def check_upload(path: Path, format_name: str, options: LoadOptions, override: S
 
 
 class ForkServer:
-    """Whether model processes can be started yet: the fork server imports the frameworks once
-    (seconds), so the server starts it in the background at startup, and the first upload after
-    a restart does not wait for those imports. ``state`` is ``starting``, ``ready`` or
-    ``failed`` (``detail`` says why: uploads then get 503)."""
+    """Whether model processes can be started (``FORK_SERVER``, one per server process, as the
+    fork server is). The fork server imports the base frameworks once (about a second, and
+    200 MB it keeps), so that each model process then starts in milliseconds. It starts with the
+    first model process the server needs (an upload's check, an isolated version's load), not
+    with the server: one that never needs a model process never holds it. ``state`` is ``idle``
+    (none needed yet), ``starting``, ``ready`` or ``failed`` (``detail`` says why: that upload
+    gets 503, and the next one tries again)."""
 
     def __init__(self) -> None:
-        self.state = "starting"
+        self.state = "idle"
         self.detail: str | None = None
         self.seconds: float | None = None
 
-    def warm(self) -> None:
-        """Start the fork server and one model process, which exits at once (blocks)."""
-        start = time.monotonic()
-        try:
-            ModelProcess(ProcessLimits(MIN_DEFAULT_MEMORY, 60.0)).stop()
-        except errors.Unavailable as exc:
-            self.state, self.detail = "failed", exc.message
-            log.error("model processes cannot be started, uploads will be refused: %s",
-                      exc.message)
-            return
-        self.seconds = time.monotonic() - start
-        self.state = "ready"
-        log.info("model processes ready in %.1fs", self.seconds)
+    def start(self, process: multiprocessing.process.BaseProcess) -> None:
+        """Start a model process, and with the first one the fork server (blocks meanwhile).
+        Raises Unavailable when the fork server dies or cannot fork."""
+        with _REAPING:  # starting a process asks after every other one
+            first = self.state != "ready"
+            if first:
+                self.state, started = "starting", time.monotonic()
+            try:
+                process.start()
+            except (EOFError, OSError) as exc:
+                self.state = "failed"
+                self.detail = (f"a model process could not be started ({type(exc).__name__}: "
+                               f"{exc}); see the server log")
+                log.error("model processes cannot be started, uploads will be refused: %s",
+                          self.detail)
+                raise errors.Unavailable(self.detail, retry_after=5) from None
+            if first:
+                self.state, self.detail = "ready", None
+                self.seconds = time.monotonic() - started
+                log.info("model processes ready in %.1fs", self.seconds)
 
     def to_json(self) -> dict[str, Any]:
         return {"state": self.state, "detail": self.detail,
                 "ready_after_seconds": None if self.seconds is None else round(self.seconds, 2)}
+
+
+FORK_SERVER = ForkServer()
 
 
 @functools.cache

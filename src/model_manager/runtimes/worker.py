@@ -17,12 +17,14 @@ from model_manager.errors import InvalidArtifact, ModelError, ModelManagerError
 from model_manager.runtimes.base import LoadOptions, Runtime
 from model_manager.runtimes.signature import Signature
 from model_manager.runtimes.tensors_shm import Layout, TensorReader, TensorWriter
+from model_manager.scheduling import batch_all_threads
 from model_manager.types import Tensors
 
 
 def serve(conn: Connection) -> None:
     """Answer commands until ``exit`` or until the server's end of the connection closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops us
+    batch_all_threads()  # whichever thread of the server started the fork server
     model = _Model()
     try:
         while True:
