@@ -80,11 +80,15 @@ def s3() -> Iterator[S3Server]:
     yield from s3_server()
 
 
-SLOW_FIRST = ("tests/e2e/test_crash_safety.py", "tests/deploy/test_terraform.py",
-              "tests/deploy/test_docker.py", "tests/e2e/test_traffic.py",
-              "tests/e2e/test_format_memory.py", "tests/e2e/test_dashboard.py")
-"""Test files of a minute or more. `make test` runs whole files on two workers; starting the
-longest first keeps one worker from running a long file alone at the end."""
+SLOW_FIRST = ("tests/deploy/test_terraform.py", "tests/e2e/test_crash_safety.py",
+              "tests/e2e/test_format_memory.py", "tests/e2e/test_formats.py",
+              "tests/e2e/test_gpu.py", "tests/e2e/test_workers.py", "tests/e2e/test_fleet.py",
+              "tests/e2e/test_registry_outage.py", "tests/e2e/test_drift.py",
+              "tests/e2e/test_dashboard.py", "tests/deploy/test_docker.py")
+"""Test files of half a minute or more, longest first. `make test` runs whole files on two
+workers in this order (``--no-loadscope-reorder``: else pytest-xdist starts the files with the
+most tests first); starting the longest first keeps one worker from running a long file alone
+at the end."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
