@@ -85,7 +85,7 @@ SLOW_FIRST = ("tests/deploy/test_terraform.py", "tests/e2e/test_crash_safety.py"
               "tests/e2e/test_gpu.py", "tests/e2e/test_workers.py", "tests/e2e/test_fleet.py",
               "tests/e2e/test_registry_outage.py", "tests/e2e/test_drift.py",
               "tests/e2e/test_dashboard.py", "tests/deploy/test_docker.py")
-"""Test files of half a minute or more, longest first. `make test` runs whole files on two
+"""Test files of half a minute or more, longest first. `make test` runs whole files on three
 workers in this order (``--no-loadscope-reorder``: else pytest-xdist starts the files with the
 most tests first); starting the longest first keeps one worker from running a long file alone
 at the end."""
