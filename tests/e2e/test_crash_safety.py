@@ -125,7 +125,7 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
         offset_model(models / f"m{i}.onnx", float(i))
     data, rng, acked, served = tmp_path / "var", random.Random(1), [], 0
     args = ("--usage-flush-interval", f"{FLUSH}s")
-    server = started(data, args)
+    server = started(data, *args)
     acks = Acks()
     with httpx.Client(base_url=server.url, timeout=30) as client:
         acks.versions[1] = push(client, "crashy", models / "m0.onnx").json()["sha256"]
@@ -142,7 +142,7 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
         workload.join(timeout=30)
         assert_acknowledged_writes_kept(data, acks)
         found_kinds |= assert_consistent(data)
-        server = started(data, args)
+        server = started(data, *args)
         before, recorded = recorded, sum(v["requests"] for v in httpx.get(
             f"{server.url}/api/models/crashy/usage").json()["versions"])
         assert recorded - before >= workload.flushed, \
@@ -157,9 +157,7 @@ def test_the_data_holds_together_after_every_kill(tmp_path: Path) -> None:
     assert found_kinds <= {"temp_file", "orphan_blob"}
 
 
-
-
-def started(data: Path, args: tuple[str, ...]) -> ServerProcess:
+def started(data: Path, *args: str) -> ServerProcess:
     """A server whose model processes have started. They start with the first upload's check,
     which waits a second for the fork server's imports and would hold up the workload: an
     upload of another model (each time a new one) has them started before it begins."""

@@ -12,22 +12,19 @@ every model process) unless a model needs it.
 from __future__ import annotations
 
 import sys
-from types import ModuleType
 from typing import Any
 
 _WALKED_INTO = "sklearn.externals.array_api_compat.torch"
 
 
 def _import() -> Any:  # skops has no type hints
-    if "skops.io" in sys.modules or _WALKED_INTO in sys.modules:
-        import skops.io
-
-        return skops.io
-    sys.modules[_WALKED_INTO] = None  # type: ignore[assignment]  # import now fails at once
+    hide = "skops.io" not in sys.modules and _WALKED_INTO not in sys.modules
+    if hide:
+        sys.modules[_WALKED_INTO] = None  # type: ignore[assignment]  # its import fails at once
     try:
         import skops.io
     finally:
-        if sys.modules.get(_WALKED_INTO, ModuleType("absent")) is None:
+        if hide and sys.modules.get(_WALKED_INTO, False) is None:
             del sys.modules[_WALKED_INTO]
     return skops.io
 
