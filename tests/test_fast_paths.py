@@ -4,8 +4,10 @@
   second time from the list: same values, same dtype, same refusals.
 - An output already of its signature's dtype is not cast, and the NaN count runs only when an
   output is not all finite: same outputs, same violations.
-- Shapes are compared by a loop rather than a generator: same verdicts. A request's shape is
-  checked by a loop on exact types: it takes the same shapes as the general rule.
+- A shape is compared with a tensor's by a rule decided once per tensor (the dimensions
+  themselves, or those after the first when only the first is free): the same verdicts as
+  comparing each dimension. A request's shape is checked by a loop on exact types: it takes the
+  same shapes as the general rule.
 - A small float tensor is found finite by its sum as Python floats before ``isfinite().all()``
   is asked: the same verdicts, overflowing sums included.
 - Output data of 64-bit floats, integers and booleans goes to orjson as the array itself, not
@@ -32,7 +34,6 @@ from model_manager.serving import InferenceRequest, InferenceResponse, InferInpu
 from model_manager.serving.validation import (
     OutputRules,
     Violation,
-    _fits,
     all_finite,
     check_outputs,
 )
@@ -148,9 +149,14 @@ def test_outputs_are_checked_as_the_general_path(declared: str, produced: str, s
 
 
 @given(want=st.lists(st.integers(-1, 3), max_size=4), got=st.lists(st.integers(0, 3), max_size=4))
+@example(want=[-1, 2], got=[5, 2]).via("rows")
+@example(want=[-1, 2], got=[5, 3]).via("rows")
+@example(want=[-1, 2], got=[5]).via("rows")
+@example(want=[2, 3], got=[2, 3]).via("exact")
+@example(want=[2, -1], got=[3, 7]).via("each")
 def test_shapes_fit_as_the_general_rule(want: list[int], got: list[int]) -> None:
     general = len(want) == len(got) and all(w in (-1, g) for w, g in zip(want, got, strict=True))
-    assert _fits(tuple(want), tuple(got)) == general
+    assert TensorSpec("x", "FP32", tuple(want)).fits(tuple(got)) == general
 
 
 @given(shape=st.one_of(st.lists(st.one_of(st.integers(-3, 2**64), st.booleans(), st.floats(),

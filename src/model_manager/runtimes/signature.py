@@ -51,6 +51,27 @@ class TensorSpec:
     datatype: str
     shape: tuple[int, ...]
 
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Whether a tensor of ``shape`` fits this one's (-1: any size)."""
+        rule, dims = self._fit_rule
+        if rule == "exact":
+            return shape == dims
+        if rule == "rows":  # one comparison rather than a loop: most tensors are a batch of rows
+            return len(shape) == len(self.shape) and shape[1:] == dims
+        return len(shape) == len(dims) and all(
+            wanted in (-1, actual) for wanted, actual in zip(dims, shape, strict=True))
+
+    @functools.cached_property
+    def _fit_rule(self) -> tuple[str, tuple[int, ...]]:
+        """How ``fits`` compares, decided once: ``exact`` (no -1: the dimensions themselves),
+        ``rows`` (only the first is -1: the dimensions after it), else ``each`` dimension."""
+        dims = tuple(self.shape)
+        if -1 not in dims:
+            return "exact", dims
+        if dims[0] == -1 and -1 not in dims[1:]:
+            return "rows", dims[1:]
+        return "each", dims
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 

@@ -71,7 +71,7 @@ def _check_finite(name: str, array: Array) -> None:
 def _check_tensor(spec: TensorSpec, datatype: str, shape: tuple[int, ...]) -> None:
     if datatype != spec.datatype:
         raise SignatureMismatch(f"input {spec.name!r} must be {spec.datatype}, got {datatype}")
-    if not _fits(spec.shape, shape):
+    if not spec.fits(shape):
         raise SignatureMismatch(f"input {spec.name!r} must have shape {list(spec.shape)} "
                                 f"(-1: any size), got {list(shape)}")
 
@@ -143,10 +143,13 @@ def check_outputs(signature: Signature, rules: OutputRules, names: Sequence[str]
     specs = signature.outputs_by_name
     outputs, violations = [], []
     for name in names:
-        if name not in results:
-            raise InvalidOutput(f"the model returned no output {name!r}")
+        try:
+            raw = results[name]
+        except KeyError:
+            raise InvalidOutput(f"the model returned no output {name!r}") from None
+        if type(raw) is not np.ndarray:
+            raw = np.asarray(raw)
         spec = specs[name]
-        raw = np.asarray(results[name])
         finite = raw.dtype.kind not in "fc" or all_finite(raw)
         if not finite:
             violations += _non_finite(name, raw)  # before the cast, which hides them in integers
@@ -156,7 +159,7 @@ def check_outputs(signature: Signature, rules: OutputRules, names: Sequence[str]
             finite = array.dtype.kind not in "fc" or all_finite(array)
             if was_finite and not finite:
                 violations += _non_finite(name, array)
-        if not _fits(spec.shape, array.shape):
+        if not spec.fits(array.shape):
             violations.append(Violation(
                 "signature", f"output {name!r} has shape {list(array.shape)}, the signature "
                              f"says {list(spec.shape)}"))
@@ -165,16 +168,6 @@ def check_outputs(signature: Signature, rules: OutputRules, names: Sequence[str]
             violations += _check_constraints(name, array, constraints)
         outputs.append(InferOutput(name, spec.datatype, array, finite))
     return outputs, violations
-
-
-def _fits(want: tuple[int, ...], got: tuple[int, ...]) -> bool:
-    """Whether a shape fits a signature's (-1: any size)."""
-    if len(want) != len(got):
-        return False
-    for wanted, actual in zip(want, got, strict=True):  # noqa: SIM110 - a generator costs more
-        if wanted != actual and wanted != -1:
-            return False
-    return True
 
 
 def _non_finite(name: str, array: Array) -> list[Violation]:
@@ -219,7 +212,8 @@ def _plain(value: Any) -> Any:
 def _cast(spec: TensorSpec, array: Array) -> Array:
     if spec.datatype == "BYTES":
         return np.asarray(array, dtype=object)
-    if array.dtype == DATATYPES[spec.datatype]:
+    wanted = DATATYPES[spec.datatype]
+    if array.dtype is wanted or array.dtype == wanted:  # (``is``: numpy's own types, at once)
         return array
     try:
         # NaN into an integer was reported as "nan" before the cast, overflow into infinity after
