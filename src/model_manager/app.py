@@ -95,7 +95,7 @@ def create_app(settings: Settings) -> ASGIApp:
     catalog = Catalog(registry, store, options, settings.max_upload_size, events,
                       max_unpacked_size=settings.unpacked_limit, isolation=Isolation.from_settings(settings))
     metrics = Metrics()
-    usage = UsageRecorder(UsageStore(registry), metrics, events, clock)
+    usage = UsageRecorder(UsageStore(registry), metrics, events, clock.reader())
     history = CacheHistory(clock)
 
     async def after_load(entry: LoadedModel) -> None:
