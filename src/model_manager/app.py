@@ -86,6 +86,7 @@ _NOTIFY_EVERY = 1.0
 
 def create_app(settings: Settings) -> ASGIApp:
     clock = Clock(settings.clock_file)
+    now = clock.reader()  # for what reads the time on every request
     registry = Registry.from_url(settings.resolved_db_url, clock)
     store = open_store(settings.resolved_store_url, settings.data_dir / "cache")
     events = EventLog()
@@ -95,7 +96,7 @@ def create_app(settings: Settings) -> ASGIApp:
     catalog = Catalog(registry, store, options, settings.max_upload_size, events,
                       max_unpacked_size=settings.unpacked_limit, isolation=Isolation.from_settings(settings))
     metrics = Metrics()
-    usage = UsageRecorder(UsageStore(registry), metrics, events, clock.reader())
+    usage = UsageRecorder(UsageStore(registry), metrics, events, now)
     history = CacheHistory(clock)
 
     async def after_load(entry: LoadedModel) -> None:
@@ -109,7 +110,7 @@ def create_app(settings: Settings) -> ASGIApp:
                  devices.Placement(accelerator, catalog.device_for, catalog.first_use))
     cache = ModelCache(catalog.load_runtime, settings.memory_budget,
                        hooks=HookFanout([metrics, events, history]), room_wait=settings.load_wait,
-                       after_load=after_load, clock=clock, shared=siblings, device=placement)
+                       after_load=after_load, clock=now, shared=siblings, device=placement)
     thresholds = Thresholds(settings.health_max_error_rate, settings.health_max_invalid_rate,
                             settings.health_max_p99)
     model_settings = SettingsCache(registry, settings.prediction_log_rate)
@@ -122,7 +123,7 @@ def create_app(settings: Settings) -> ASGIApp:
                                                          reason=reason),
                          lambda key, column, score: metrics.drift_score.labels(
                              key[0], str(key[1]), column).set(score),
-                         settings.drift_baseline, clock)
+                         settings.drift_baseline, now)
     health = HealthMonitor(cache, usage, events, thresholds, settings.health_window, clock,
                            drift.reasons)
     metrics.watch_cache(lambda: cache.used, lambda: len(cache.loaded()), settings.memory_budget)
@@ -131,7 +132,7 @@ def create_app(settings: Settings) -> ASGIApp:
                                       if e.device_size},
                              accelerator.budget, lambda: accelerator.context_bytes,
                              accelerator.memory.used)
-    predictions = PredictionLog(registry, settings.prediction_log_rows, clock)
+    predictions = PredictionLog(registry, settings.prediction_log_rows, now)
     shadow_stats = ShadowStats(registry, clock)
     shadows = ShadowDispatcher(cache, shadow_stats, predictions, metrics,
                                settings.predict_timeout, settings.shadow_queue)
