@@ -76,8 +76,23 @@ def _decoded(scope: Scope, raw: bytes, header_length: str | None,
                                   f"({type(exc).__name__})") from None
 
 
+_TARGETS: dict[str, tuple[str, str | None]] = {}
+"""Infer paths already split (``_infer_target``): a server answers a few paths many times.
+At most ``_MAX_TARGETS`` of at most 256 characters are kept; others are split every time."""
+_MAX_TARGETS = 4096
+
+
 def _infer_target(path: str) -> tuple[str, str | None] | None:
     """(model, version or None) for an infer path, else None."""
+    target = _TARGETS.get(path)
+    if target is None:
+        target = _split_infer_path(path)
+        if target is not None and len(_TARGETS) < _MAX_TARGETS and len(path) <= 256:
+            _TARGETS[path] = target
+    return target
+
+
+def _split_infer_path(path: str) -> tuple[str, str | None] | None:
     if not path.startswith("/v2/models/") or not path.endswith("/infer"):
         return None
     parts = path[len("/v2/models/"):-len("/infer")].split("/")
@@ -101,9 +116,9 @@ async def _read_body(receive: Receive, content_length: bytes | None, limit: int)
         size += len(chunk)
         if size > limit:
             raise errors.TooLarge(too_large_message(limit, "--max-request-size"))
+        if not message.get("more_body", False):  # (most bodies come in one message)
+            return b"".join([*chunks, chunk]) if chunks else chunk
         chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _headers(scope: Scope) -> tuple[bytes | None, str | None, str | None]:
