@@ -107,7 +107,8 @@ async def _read_body(receive: Receive, content_length: bytes | None, limit: int)
     if content_length is not None and content_length.isdigit() and (
             len(content_length) > 18 or int(content_length) > limit):
         raise errors.TooLarge(too_large_message(limit, "--max-request-size"))
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
