@@ -12,6 +12,7 @@
   is asked: the same verdicts, overflowing sums included.
 - Output data of 64-bit floats, integers and booleans goes to orjson as the array itself, not
   as a list: the same bytes on the wire.
+- An infer path is split once and kept: the same model and version as splitting it each time.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from model_manager.api.codec import TensorLimits, _shape, encode_response, tensor_from_json
+from model_manager.api.infer import _infer_target, _split_infer_path
 from model_manager.errors import InvalidInput, InvalidOutput
 from model_manager.runtimes import Signature, TensorSpec
 from model_manager.runtimes.signature import DATATYPES
@@ -202,11 +204,13 @@ def listed_body(outputs: tuple[InferOutput, ...]) -> bytes:
 
 @settings(max_examples=300, deadline=None)
 @given(datatype=st.sampled_from([*NUMERIC, "BOOL"]), shape=st.lists(st.integers(0, 3), max_size=3),
-       raw=st.binary(min_size=27 * 16, max_size=27 * 16), strided=st.booleans())
+       raw=st.binary(min_size=27 * 16, max_size=27 * 16), strided=st.booleans(),
+       big_endian=st.booleans())
 def test_output_data_is_written_byte_for_byte_as_lists_were(datatype: str, shape: list[int],
-                                                             raw: bytes, strided: bool) -> None:
+                                                             raw: bytes, strided: bool,
+                                                             big_endian: bool) -> None:
     """Any bit pattern of each datatype (NaN and infinities among the floats), contiguous or
-    not."""
+    not, in either byte order."""
     dtype = DATATYPES[datatype]
     count = math.prod(shape) * (2 if strided else 1)
     if datatype == "BOOL":
@@ -214,7 +218,20 @@ def test_output_data_is_written_byte_for_byte_as_lists_were(datatype: str, shape
     else:
         array = np.frombuffer(raw[:count * dtype.itemsize], dtype)
     array = (array[::2] if strided else array).reshape(shape)
+    if big_endian:
+        array = array.astype(array.dtype.newbyteorder(">"))
     outputs = (InferOutput("y", datatype, array),)
     body, _ = encode_response(InferenceResponse("m", 1, outputs, "x"),
                               InferenceRequest((InferInput("x", "FP32", np.zeros(1)),)))
     assert body == listed_body(outputs)
+
+
+@given(path=st.one_of(
+    st.text(alphabet="/abv0123456789._-", max_size=40),
+    st.builds("/v2/models/{}/infer".format, st.text(alphabet="/abversion1", max_size=20)),
+    st.builds("/v2/models/{}/versions/{}/infer".format, st.text(alphabet="/ab1", max_size=6),
+              st.text(alphabet="/ab1", max_size=6))))
+def test_infer_paths_are_read_as_when_split_each_time(path: str) -> None:
+    """The first call splits and keeps the path; the second finds it kept."""
+    assert _infer_target(path) == _split_infer_path(path)
+    assert _infer_target(path) == _split_infer_path(path)
